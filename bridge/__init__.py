@@ -1,0 +1,69 @@
+"""bridge: PyTorch → TFLite (LiteRT) with every output numerically verified.
+
+Public API: `convert`, `verify`, `Conversion`, `QuantConfig` and the typed errors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bridge.api import Conversion, ConvertOptions, convert
+from bridge.errors import (
+    BridgeError,
+    CalibrationError,
+    ConfigError,
+    ExportError,
+    LoweringError,
+    ModelLoadError,
+    OutputDirError,
+    ParityError,
+    PassError,
+    ShapeError,
+    UnsupportedOpError,
+)
+
+__all__ = [
+    "BridgeError",
+    "CalibrationError",
+    "ConfigError",
+    "Conversion",
+    "ConvertOptions",
+    "ExportError",
+    "LoweringError",
+    "ModelLoadError",
+    "OutputDirError",
+    "ParityError",
+    "PassError",
+    "QuantConfig",
+    "ShapeError",
+    "UnsupportedOpError",
+    "convert",
+    "verify",
+]
+
+
+def verify(output_dir: str | Path, *, layers: bool = False) -> dict[str, Any]:
+    """Re-run the parity check of a conversion folder and return the fresh report.
+
+    With `layers=True` the report also holds the per-layer comparison and the first diverging
+    layer. Raises ParityError if any runtime pair misses its floor.
+    """
+    from bridge.verify.folder import verify_dir
+
+    report = verify_dir(output_dir)
+    if layers:
+        from bridge.verify.localize import localize_dir
+
+        report["layers"] = localize_dir(output_dir)
+    if not report["passed"]:
+        raise ParityError("parity check failed: " + "; ".join(report["failures"]), report=report)
+    return report
+
+
+def __getattr__(name: str) -> Any:
+    if name == "QuantConfig":
+        from bridge.quantize.config import QuantConfig
+
+        return QuantConfig
+    raise AttributeError(f"module 'bridge' has no attribute {name!r}")

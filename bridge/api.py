@@ -1,0 +1,354 @@
+"""convert() = export → passes → quantize → lower → verify, then an atomic write of the results."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from bridge import outdir
+from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.contract import IOContract
+from bridge.errors import ConfigError, ParityError
+from bridge.export import DEFAULT_OPSET, ExportConfig, export
+from bridge.verify import parity
+from bridge.verify.feeds import random_feeds
+from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
+
+log = logging.getLogger(__name__)
+
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+QUANT_MODES = ("int8", "int16x8")
+VERSION = "0.1.0"
+
+FILES = {
+    "onnx": "model.onnx",
+    "opt": "model.opt.onnx",
+    "qdq": "model.qdq.onnx",
+    "tflite": "model.tflite",
+    "samples": "verify.npz",
+    "report": "report.json",
+    "markdown": "report.md",
+}
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Every option of convert(), keyword-only there. Unknown names are a ConfigError."""
+
+    input_names: tuple[str, ...] | None = None
+    output_names: tuple[str, ...] | None = None
+    input_layouts: tuple[str, ...] | None = None
+    opset: int = DEFAULT_OPSET
+    dynamic_batch: bool = False
+    nhwc_inputs: bool = False
+    passes: tuple[str, ...] | None = None
+    observer: str = "histogram"
+    observer_options: Mapping[str, Any] = field(default_factory=dict)
+    io_dtype: str = "float32"
+    overwrite: bool = False
+    verify_samples: int = 3
+    seed: int = 0
+    model_name: str | None = None
+
+    @classmethod
+    def from_kwargs(cls, options: Mapping[str, Any]) -> ConvertOptions:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(f"unknown option(s) {unknown}; known: {sorted(known)}")
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+        return cls(**fixed)
+
+
+@dataclass(frozen=True)
+class Conversion:
+    """What convert() produced: the verified .tflite, the optimised float ONNX and the report."""
+
+    tflite_path: Path
+    onnx_path: Path
+    report: dict[str, Any]
+    qdq_path: Path | None = None
+    output_dir: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.report.get("passed"))
+
+
+def convert(
+    model: object,
+    example_inputs: Sequence[object],
+    output_dir: str | Path,
+    *,
+    quantize: str | None = None,
+    calibration: Iterable[Any] | None = None,
+    **options: Any,
+) -> Conversion:
+    """Convert a torch model to a verified .tflite in `output_dir`.
+
+    Args:
+        model: a torch.nn.Module (put in eval mode).
+        example_inputs: one tensor per model input.
+        output_dir: folder for model.onnx, model.opt.onnx, [model.qdq.onnx], model.tflite and
+            report.json / report.md. Written only once every file has passed its parity check.
+        quantize: None (fp32), "fp16", "dynamic", "int8" or "int16x8".
+        calibration: an iterable of input tuples (or .npy/.npz path, or image folder) for
+            "int8" and "int16x8".
+        **options: see ConvertOptions.
+
+    Raises:
+        ParityError: a runtime pair missed its SQNR floor; nothing is written.
+        BridgeError: any other user-caused failure, with what to do next.
+    """
+    mode = _mode(quantize)
+    opts = ConvertOptions.from_kwargs(options)
+    out = Path(output_dir)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    with _timed(timings, "export"):
+        exported = export(
+            model,
+            example_inputs,
+            ExportConfig(
+                input_names=opts.input_names,
+                output_names=opts.output_names,
+                opset=opts.opset,
+                dynamic_batch=opts.dynamic_batch,
+                input_layouts=opts.input_layouts,
+            ),
+        )
+    fingerprint = hashlib.sha256(exported.serialized()).hexdigest()[:16]
+    outdir.check_target(out, fingerprint=fingerprint, overwrite=opts.overwrite)
+
+    with _timed(timings, "passes"):
+        optimised = _run_passes(exported, opts)
+    qdq: OnnxArtifact | None = None
+    calib_samples: list[dict[str, np.ndarray]] = []
+    if mode in QUANT_MODES or mode == "dynamic":
+        with _timed(timings, "quantize"):
+            qdq, calib_samples = _quantize(optimised, mode, calibration, opts)
+    with _timed(timings, "lower"):
+        lowered = _lower(qdq or optimised, mode, opts)
+
+    with _timed(timings, "verify"):
+        feeds = _verification_feeds(example_inputs, optimised.contract, calib_samples, opts)
+        runners: dict[str, Any] = {
+            "torch": TorchRunner(model, optimised.contract),
+            "ort": OrtRunner(optimised.model, optimised.contract),
+        }
+        if qdq is not None and mode in QUANT_MODES:
+            runners["qdq"] = OrtRunner(qdq.model, qdq.contract)
+        runners["tflite"] = LiteRTRunner(
+            lowered.data, lowered.contract, user_contract=optimised.contract
+        )
+        results = parity.run_all(runners, feeds)
+        verdict = parity.check(
+            results,
+            mode=mode,
+            output_names=optimised.contract.output_names,
+            model=opts.model_name,
+            lsb_scales=_output_scales(qdq),
+        )
+    timings["total"] = time.perf_counter() - t_all
+
+    report = _report(
+        mode=mode,
+        opts=opts,
+        fingerprint=fingerprint,
+        exported=exported,
+        optimised=optimised,
+        qdq=qdq,
+        lowered=lowered,
+        verdict=verdict,
+        timings=timings,
+    )
+    if not verdict["passed"]:
+        raise ParityError(
+            "parity check failed, nothing was written: " + "; ".join(verdict["failures"]),
+            report=report,
+        )
+    return _write(
+        out,
+        report=report,
+        exported=exported,
+        optimised=optimised,
+        qdq=qdq,
+        lowered=lowered,
+        feeds=feeds,
+        reference=results["torch"],
+    )
+
+
+def _mode(quantize: str | None) -> str:
+    mode = "fp32" if quantize in (None, "fp32", "float32") else quantize
+    if mode not in MODES:
+        raise ConfigError(f"quantize={quantize!r} is not a mode; choose None or one of {MODES}")
+    return str(mode)
+
+
+class _timed:
+    def __init__(self, timings: dict[str, float], key: str) -> None:
+        self.timings, self.key = timings, key
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+        log.info("%s ...", self.key)
+
+    def __exit__(self, *exc: object) -> None:
+        self.timings[self.key] = round(time.perf_counter() - self.t0, 3)
+
+
+def _run_passes(artifact: OnnxArtifact, opts: ConvertOptions) -> OnnxArtifact:
+    from bridge.passes import run_passes
+
+    return run_passes(artifact, opts.passes, seed=opts.seed)
+
+
+def _quantize(
+    artifact: OnnxArtifact, mode: str, calibration: Iterable[Any] | None, opts: ConvertOptions
+) -> tuple[OnnxArtifact, list[dict[str, np.ndarray]]]:
+    from bridge.quantize import quantize
+    from bridge.quantize.config import QuantConfig
+
+    config = QuantConfig(
+        mode=mode,
+        observer=opts.observer,
+        observer_options=dict(opts.observer_options),
+        io_dtype=opts.io_dtype,
+    )
+    kept: list[dict[str, np.ndarray]] = []
+    data = None
+    if calibration is not None:
+        data = _keep_some(calibration, artifact.contract, kept, opts.verify_samples)
+    return quantize(artifact, config, data), kept
+
+
+def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: int):
+    """Stream calibration samples through, keeping the first `n` for verification."""
+    from bridge.quantize.calibrate import load_calibration
+
+    for sample in load_calibration(calibration, contract):
+        if len(kept) < n:
+            kept.append(_as_feeds(sample, contract))
+        yield sample
+
+
+def _as_feeds(sample: Any, contract: IOContract) -> dict[str, np.ndarray]:
+    if isinstance(sample, Mapping):
+        return {k: np.asarray(v) for k, v in sample.items()}
+    if not isinstance(sample, tuple | list):
+        sample = (sample,)
+    return {s.name: _numpy(v) for s, v in zip(contract.inputs, sample, strict=True)}
+
+
+def _numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:
+    from bridge.lower import lower
+
+    kwargs: dict[str, Any] = {"mode": mode, "nhwc": opts.nhwc_inputs}
+    if mode in QUANT_MODES:
+        kwargs["io_dtype"] = opts.io_dtype
+    return lower(artifact, **kwargs)
+
+
+def _verification_feeds(example_inputs, contract: IOContract, calib, opts: ConvertOptions):
+    feeds = [_as_feeds(tuple(example_inputs), contract)]
+    feeds.extend(calib[: opts.verify_samples])
+    seed = opts.seed + 1
+    while len(feeds) < 1 + opts.verify_samples:
+        feeds.append(random_feeds(contract, seed=seed))
+        seed += 1
+    return feeds
+
+
+def _output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
+    if qdq is None:
+        return {}
+    tensors = qdq.facts.get("quantization", {}).get("tensors", {})
+    scales = {}
+    for out in qdq.contract.output_names:
+        entry = tensors.get(out)
+        if entry and entry.get("scale"):
+            scales[out] = float(np.ravel(entry["scale"])[0])
+    return scales
+
+
+def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):
+    lowering = {k: v for k, v in lowered.facts.items() if k != "correspondence"}
+    report: dict[str, Any] = {
+        "bridge_version": VERSION,
+        "fingerprint": fingerprint,
+        "model": opts.model_name,
+        "mode": mode,
+        "layout": "NHWC" if lowered.contract.nhwc else "NCHW",
+        "contract": optimised.contract.to_dict(),
+        "tflite_contract": lowered.contract.to_dict(),
+        "sizes": {
+            "onnx_bytes": len(exported.serialized()),
+            "tflite_bytes": lowered.size_bytes,
+        },
+        "seconds": timings,
+        "passes": optimised.facts.get("passes", []),
+        "lowering": lowering,
+        "parity": verdict["pairs"],
+        "passed": verdict["passed"],
+        "failures": verdict["failures"],
+    }
+    if qdq is not None:
+        q = qdq.facts.get("quantization", {})
+        report["quantization"] = {k: v for k, v in q.items() if k != "tensors"}
+        report["quantization"]["tensors"] = q.get("tensors", {})
+    return report
+
+
+def _write(out: Path, *, report, exported, optimised, qdq, lowered, feeds, reference):
+    from bridge.verify.report import render_markdown
+
+    with outdir.staging(out) as tmp:
+        onnx.save(exported.model, tmp / FILES["onnx"])
+        onnx.save(optimised.model, tmp / FILES["opt"])
+        names = [FILES["onnx"], FILES["opt"]]
+        if qdq is not None:
+            onnx.save(qdq.model, tmp / FILES["qdq"])
+            names.append(FILES["qdq"])
+        (tmp / FILES["tflite"]).write_bytes(lowered.data)
+        arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+        arrays.update({f"torch/{k}": v for k, v in reference.items()})
+        np.savez(tmp / FILES["samples"], **arrays)
+        (tmp / FILES["markdown"]).write_text(render_markdown(report))
+        (tmp / FILES["report"]).write_text(json.dumps(report, indent=1, default=_json_default))
+        names += [FILES["tflite"], FILES["samples"], FILES["markdown"], FILES["report"]]
+        placed = outdir.commit(tmp, out, names)
+    return Conversion(
+        tflite_path=placed[FILES["tflite"]],
+        onnx_path=placed[FILES["opt"]],
+        report=report,
+        qdq_path=placed.get(FILES["qdq"]),
+        output_dir=out,
+    )
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

@@ -1,0 +1,250 @@
+"""`bridge convert | verify | inspect`: the command line. The only place that exits."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import BridgeError, ConfigError, ParityError
+
+log = logging.getLogger("bridge")
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARITY = 0, 1, 2, 3
+DTYPES = ("float32", "float16", "int64", "int32", "int8", "uint8", "bool")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `bridge` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="[bridge] %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("tensorflow", "absl", "onnx2tf", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        return int(args.func(args) or EXIT_OK)
+    except ParityError as e:
+        from bridge.verify.report import PARITY_HEADER, parity_rows, table
+
+        if e.report:
+            print(table(PARITY_HEADER, parity_rows(e.report)), file=sys.stderr)
+        print(f"bridge: error: {e}", file=sys.stderr)
+        return EXIT_PARITY
+    except BridgeError as e:
+        print(f"bridge: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("bridge: interrupted; the output folder is unchanged", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bridge", description=__doc__)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("convert", help="convert a PyTorch model to a verified .tflite")
+    c.add_argument(
+        "factory",
+        help="MODULE:FACTORY returning a model or (model, inputs); or zoo:NAME for a bundled model",
+    )
+    c.add_argument(
+        "--input",
+        action="append",
+        default=[],
+        metavar="NAME:SHAPE[:DTYPE]",
+        help="an input, e.g. image:1x3x224x224 (repeat per input, in order)",
+    )
+    c.add_argument(
+        "--output-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="an output name (repeat per output, in order)",
+    )
+    c.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    mode = c.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--fp16",
+        action="store_const",
+        const="fp16",
+        dest="mode",
+        help="float16 weights, float32 compute",
+    )
+    mode.add_argument("--quantize", choices=["fp16", "dynamic", "int8", "int16x8"], dest="mode")
+    c.add_argument(
+        "--calibration",
+        metavar="SOURCE",
+        help=".npy, .npz, an image folder, or random:N (N seeded normal samples)",
+    )
+    c.add_argument("--observer", default="histogram", help="activation range observer")
+    c.add_argument("--io-dtype", default="float32", choices=["float32", "int8", "uint8"])
+    c.add_argument("--nhwc", action="store_true", help="NHWC image inputs and outputs")
+    c.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
+    c.add_argument("--opset", type=int, default=17)
+    c.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a different model already in the output folder",
+    )
+    c.set_defaults(func=_convert)
+
+    v = sub.add_parser("verify", help="re-run the parity check of an output folder")
+    v.add_argument("folder", type=Path)
+    v.set_defaults(func=_verify)
+
+    i = sub.add_parser("inspect", help="describe a .tflite or .onnx file")
+    i.add_argument("file", type=Path)
+    i.set_defaults(func=_inspect)
+    return p
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import bridge
+    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
+
+    model, inputs, names = _load_factory(args.factory, args.input)
+    options: dict[str, Any] = {
+        "nhwc_inputs": args.nhwc,
+        "dynamic_batch": args.dynamic_batch,
+        "opset": args.opset,
+        "overwrite": args.overwrite,
+        "observer": args.observer,
+        "io_dtype": args.io_dtype,
+    }
+    if names:
+        options["input_names"] = names
+    if args.output_name:
+        options["output_names"] = args.output_name
+    if args.factory.startswith("zoo:"):
+        from models import info
+
+        entry = info(args.factory[4:])
+        options.setdefault("input_names", list(entry.input_names))
+        options.setdefault("output_names", list(entry.output_names))
+        options["model_name"] = entry.name
+    calibration = _calibration(args.calibration, inputs)
+    result = bridge.convert(
+        model, inputs, args.output, quantize=args.mode, calibration=calibration, **options
+    )
+    print(table(PARITY_HEADER, parity_rows(result.report)))
+    print(summary_line(result.report))
+    print(f"wrote {result.tflite_path}")
+    return EXIT_OK
+
+
+def _load_factory(spec: str, input_args: Sequence[str]) -> tuple[Any, tuple, list[str]]:
+    import torch
+
+    if spec.startswith("zoo:"):
+        import models
+
+        model, inputs = models.get(spec[4:])
+        return model, tuple(inputs), []
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"{spec!r} is not MODULE:FACTORY (for example mypkg.nets:build)")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot load {spec!r}: {e}") from e
+    made = factory()
+    specs = [_parse_input(s) for s in input_args]
+    if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
+        model, inputs = made
+        inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+        if specs:
+            _check_against(specs, inputs)
+        return model, inputs, [s[0] for s in specs]
+    if not specs:
+        raise ConfigError(f"{spec} returned a model without inputs; give --input NAME:SHAPE")
+    gen = torch.Generator().manual_seed(0)
+    inputs = tuple(_example(shape, dtype, gen) for _, shape, dtype in specs)
+    return made, inputs, [s[0] for s in specs]
+
+
+def _parse_input(text: str) -> tuple[str, tuple[int, ...], str]:
+    parts = text.split(":")
+    if len(parts) not in (2, 3):
+        raise ConfigError(f"--input {text!r} is not NAME:SHAPE[:DTYPE], e.g. image:1x3x224x224")
+    name, shape_text = parts[0], parts[1]
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"--input {text!r}: dtype {dtype!r} is not one of {DTYPES}")
+    try:
+        shape = tuple(int(d) for d in shape_text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(
+            f"--input {text!r}: shape {shape_text!r} is not like 1x3x224x224"
+        ) from None
+    if not name or any(d <= 0 for d in shape):
+        raise ConfigError(f"--input {text!r}: need a name and positive dimensions")
+    return name, shape, dtype
+
+
+def _example(shape: tuple[int, ...], dtype: str, gen: Any) -> Any:
+    import torch
+
+    if dtype.startswith("float"):
+        return torch.randn(shape, generator=gen).to(getattr(torch, dtype))
+    if dtype == "bool":
+        return torch.randint(0, 2, shape, generator=gen).bool()
+    return torch.randint(0, 10, shape, generator=gen).to(getattr(torch, dtype))
+
+
+def _check_against(specs: list, inputs: tuple) -> None:
+    if len(specs) != len(inputs):
+        raise ConfigError(f"{len(specs)} --input given, the factory's example has {len(inputs)}")
+    for (name, shape, _), t in zip(specs, inputs, strict=True):
+        if tuple(t.shape) != shape:
+            raise ConfigError(
+                f"--input {name}: shape {shape} differs from the factory's example {tuple(t.shape)}"
+            )
+
+
+def _calibration(source: str | None, inputs: tuple) -> Any:
+    if source is None:
+        return None
+    if source.startswith("random:"):
+        import numpy as np
+
+        try:
+            n = int(source.split(":", 1)[1])
+        except ValueError:
+            raise ConfigError(f"--calibration {source!r}: expected random:N") from None
+        rng = np.random.default_rng(1234)
+        return [
+            tuple(rng.standard_normal(tuple(t.shape)).astype("float32") for t in inputs)
+            for _ in range(n)
+        ]
+    return source
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import bridge
+    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
+
+    report = bridge.verify(args.folder)
+    print(table(PARITY_HEADER, parity_rows(report)))
+    print(summary_line(report))
+    return EXIT_OK
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from bridge.inspect import describe
+
+    print(describe(args.file))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

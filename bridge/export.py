@@ -1,0 +1,197 @@
+"""Stage 1: torch.nn.Module → ONNX, with named inputs and outputs and the I/O contract."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from bridge.artifact import OnnxArtifact
+from bridge.contract import IOContract, TensorSpec, guess_layout
+from bridge.errors import ConfigError, ExportError, ShapeError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """How to export. Names default to input_0.. / output_0..; layouts are guessed by rank."""
+
+    input_names: tuple[str, ...] | None = None
+    output_names: tuple[str, ...] | None = None
+    opset: int = DEFAULT_OPSET
+    dynamic_batch: bool = False
+    input_layouts: tuple[str, ...] | None = None
+
+
+def export(model: object, example_inputs: Sequence[object], config: ExportConfig) -> OnnxArtifact:
+    """Export `model` to ONNX and describe its inputs and outputs in an IOContract.
+
+    Raises:
+        ShapeError: the example inputs are not tensors or the model rejects them.
+        ExportError: torch.onnx.export failed; the message names the innermost module.
+    """
+    import torch
+
+    module = _as_module(model)
+    inputs = _check_inputs(example_inputs)
+    with torch.inference_mode(), _module_trail(module) as trail:
+        try:
+            outputs = _flatten(module(*inputs))
+        except Exception as e:
+            where = trail[-1] if trail else "the model"
+            raise ShapeError(
+                f"the model fails on the example inputs in {where}: {e}. Check the shapes and "
+                f"dtypes of example_inputs ({_describe(inputs)})"
+            ) from e
+    in_names = _names(config.input_names, len(inputs), "input")
+    out_names = _names(config.output_names, len(outputs), "output")
+    contract = _contract(inputs, outputs, in_names, out_names, config)
+    proto = _torch_export(module, inputs, in_names, out_names, config)
+    log.info("exported %d nodes, opset %d", len(proto.graph.node), config.opset)
+    return OnnxArtifact(
+        proto,
+        contract,
+        stage="export",
+        facts={
+            "export": {
+                "opset": config.opset,
+                "nodes": len(proto.graph.node),
+                "dynamic_batch": config.dynamic_batch,
+            }
+        },
+    )
+
+
+def _as_module(model: object) -> object:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model.eval()
+
+
+def _check_inputs(example_inputs: Sequence[object]) -> tuple:
+    import torch
+
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    inputs = tuple(example_inputs)
+    if not inputs:
+        raise ShapeError("example_inputs is empty; pass a tuple with one tensor per model input")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise ShapeError(f"example_inputs[{i}] is a {type(t).__name__}, not a torch.Tensor")
+    return inputs
+
+
+def _describe(inputs: Sequence) -> str:
+    return ", ".join(f"{tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}" for t in inputs)
+
+
+def _names(given: Sequence[str] | None, n: int, kind: str) -> list[str]:
+    if given is None:
+        return [f"{kind}_{i}" for i in range(n)]
+    names = list(given)
+    if len(names) != n:
+        raise ConfigError(
+            f"{len(names)} {kind} names given ({names}) but the model has {n} {kind}s"
+        )
+    if len(set(names)) != n:
+        raise ConfigError(f"{kind} names must be unique: {names}")
+    return names
+
+
+def _flatten(out: object) -> list:
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for v in out.values() for t in _flatten(v)]
+    if isinstance(out, list | tuple):
+        return [t for v in out for t in _flatten(v)]
+    raise ExportError(f"the model returned a {type(out).__name__}; return tensors, tuples or dicts")
+
+
+def _contract(inputs, outputs, in_names, out_names, config: ExportConfig) -> IOContract:
+    layouts = list(config.input_layouts or [guess_layout(t.shape) for t in inputs])
+    if len(layouts) != len(inputs):
+        raise ConfigError(f"{len(layouts)} input layouts given for {len(inputs)} inputs")
+
+    def spec(name: str, t: object, layout: str) -> TensorSpec:
+        shape: tuple[int | None, ...] = tuple(int(d) for d in t.shape)
+        if config.dynamic_batch and shape:
+            shape = (None, *shape[1:])
+        dtype = str(np.dtype(str(t.dtype).removeprefix("torch.")))
+        return TensorSpec(name, shape, dtype, layout)
+
+    ins = tuple(spec(n, t, lay) for n, t, lay in zip(in_names, inputs, layouts, strict=True))
+    outs = tuple(spec(n, t, guess_layout(t.shape)) for n, t in zip(out_names, outputs, strict=True))
+    return IOContract(ins, outs)
+
+
+def _torch_export(module, inputs, in_names, out_names, config: ExportConfig) -> onnx.ModelProto:
+    import torch
+
+    dynamic_axes = None
+    if config.dynamic_batch:
+        dynamic_axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
+    buf = io.BytesIO()
+    with _module_trail(module) as trail, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                module,
+                inputs,
+                buf,
+                input_names=in_names,
+                output_names=out_names,
+                opset_version=config.opset,
+                dynamo=False,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+            )
+        except Exception as e:
+            where = f" in module {trail[-1]}" if trail else ""
+            raise ExportError(
+                f"torch.onnx.export failed{where}: {str(e).splitlines()[0] if str(e) else e!r}. "
+                "Rewrite that module with ONNX-exportable ops, or wrap it so it is traced in "
+                "eval mode with static shapes"
+            ) from e
+    try:
+        return onnx.load_from_string(buf.getvalue())
+    except Exception as e:
+        raise ExportError(f"torch produced an unreadable ONNX model: {e}") from e
+
+
+@contextlib.contextmanager
+def _module_trail(module: object) -> Iterator[list[str]]:
+    """Record the qualified names of modules entered, so a failure can name where it happened."""
+    trail: list[str] = []
+    handles = []
+    for name, sub in module.named_modules():  # type: ignore[attr-defined]
+        label = f"{name or '<root>'} ({type(sub).__name__})"
+
+        def hook(_mod, _args, _label=label):
+            trail.append(_label)
+
+        def done(_mod, _args, _out, _label=label):
+            if trail and trail[-1] == _label:
+                trail.pop()
+
+        handles.append(sub.register_forward_pre_hook(hook))
+        handles.append(sub.register_forward_hook(done))
+    try:
+        yield trail
+    finally:
+        for h in handles:
+            h.remove()

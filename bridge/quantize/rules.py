@@ -1,0 +1,246 @@
+"""TFLite's integer rules as one table, read by the quantizer and by the lowering.
+
+Per ONNX op type, an `OpRule` says how the op is quantized so that the QDQ model matches what
+TFLite's integer kernels compute:
+
+- ``output="own"``: the output gets its own calibrated range (Conv, Add, Relu, ...).
+- ``output="same"``: the output keeps its input's scale and zero point (TFLite requires equal
+  in/out qparams for max/average pool, reshape, transpose, pad, resize, ...). With
+  ``share_inputs`` all data inputs and the outputs share one scale (Concat, Max, Min): the
+  quantizer unifies them by merging their ranges.
+- ``output="fixed"``: fixed output qparams per activation dtype (TFLite's LOGISTIC and SOFTMAX
+  int8 output (1/256, −128), TANH (1/128, 0); all three (1/32768, 0) in int16).
+- ``output="float"``: no TFLite integer kernel; the node stays float, `reason` says why.
+
+Weights (`weight`, constant) are int8 symmetric per-channel along `weight_axis` in ONNX's
+layout: Conv 0 (also depthwise), ConvTranspose 1 (its output channels are group × W.shape[1]),
+Gemm 0 if transB else 1, MatMul the last axis (output features; per-tensor for a weight of
+rank ≠ 2, as TFLite's BATCH_MATMUL has no per-channel filters). Biases (`bias`) are int32 with
+scale s_in·s_w per channel and zero point 0. `fuses_activation` ops absorb a following
+Relu/Relu6/Clip into the TFLite kernel, so no QDQ sits between them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+import onnx
+
+#: Fixed output qparams (scale, zero point) per activation dtype.
+SIGMOID_QPARAMS = MappingProxyType({"int8": (1.0 / 256, -128), "int16": (1.0 / 32768, 0)})
+TANH_QPARAMS = MappingProxyType({"int8": (1.0 / 128, 0), "int16": (1.0 / 32768, 0)})
+LOG_SOFTMAX_QPARAMS = MappingProxyType({"int8": (16.0 / 256, 127)})
+
+#: Ops that TFLite can fuse as the activation of a conv/fully-connected/add/sub/mul kernel.
+FUSABLE_ACTIVATIONS = ("Relu", "Clip")
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """How one ONNX op type is quantized (see the module docstring).
+
+    Attributes:
+        op_type: the ONNX op type.
+        output: "own", "same", "fixed" or "float".
+        inputs: indices of the data inputs that carry quantized activations (None: all).
+        weight: index of the weight input (quantized per-channel when it is a constant).
+        weight_axis: the output-channel axis of that weight (-1: the last axis).
+        bias: index of the bias input (int32, scale s_in·s_w).
+        share_inputs: all data inputs and outputs share one scale.
+        fixed: output (scale, zero point) per activation dtype, for output="fixed".
+        fuses_activation: a following Relu/Clip fuses into this op's TFLite kernel.
+        int16: TFLite has a 16x8 kernel for it.
+        reason: why the op stays float, or a note on its rule.
+    """
+
+    op_type: str
+    output: str
+    inputs: tuple[int, ...] | None = (0,)
+    weight: int | None = None
+    weight_axis: int | None = None
+    bias: int | None = None
+    share_inputs: bool = False
+    fixed: Mapping[str, tuple[float, int]] = field(default_factory=dict)
+    fuses_activation: bool = False
+    int16: bool = True
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if self.output not in ("own", "same", "fixed", "float"):
+            raise ValueError(f"bad output kind {self.output!r} for {self.op_type}")
+
+    @property
+    def is_float(self) -> bool:
+        return self.output == "float"
+
+    def data_inputs(self, node: onnx.NodeProto) -> list[int]:
+        """Indices of the node's present inputs that are data (not weight, bias or params)."""
+        idx = range(len(node.input)) if self.inputs is None else self.inputs
+        return [i for i in idx if i < len(node.input) and node.input[i] and i != self.bias]
+
+
+def _own(op: str, **kw: object) -> OpRule:
+    return OpRule(op, "own", **kw)  # type: ignore[arg-type]
+
+
+def _same(op: str, **kw: object) -> OpRule:
+    return OpRule(op, "same", **kw)  # type: ignore[arg-type]
+
+
+def _float(op: str, reason: str) -> OpRule:
+    return OpRule(op, "float", reason=reason)
+
+
+_RULES: tuple[OpRule, ...] = (
+    # weighted ops: int8 per-channel weights, int32 bias, fused Relu/Relu6
+    _own("Conv", weight=1, weight_axis=0, bias=2, fuses_activation=True),
+    _own(
+        "ConvTranspose",
+        weight=1,
+        weight_axis=1,
+        bias=2,
+        fuses_activation=True,
+        reason="output channels = group × W.shape[1]; per-channel scales repeat per group",
+    ),
+    _own("Gemm", weight=1, weight_axis=1, bias=2, fuses_activation=True, reason="axis 0 if transB"),
+    _own("MatMul", inputs=(0, 1), weight=1, weight_axis=-1, fuses_activation=True),
+    # elementwise arithmetic: every input quantized, own output scale
+    _own("Add", inputs=(0, 1), fuses_activation=True),
+    _own("Sub", inputs=(0, 1), fuses_activation=True),
+    _own("Mul", inputs=(0, 1), fuses_activation=True),
+    _own("Sum", inputs=None),
+    # activations with their own output range
+    _own("Relu"),
+    _own("Clip", reason="min/max inputs stay float constants"),
+    _own("LeakyRelu"),
+    _own("Elu"),
+    _own("HardSigmoid"),
+    _own("HardSwish", int16=False, reason="TFLite HARD_SWISH has no int16 kernel"),
+    _own("PRelu", inputs=(0, 1), int16=False, reason="TFLite PRELU has no int16 kernel"),
+    _own("Gelu", int16=False, reason="TFLite GELU has no int16 kernel"),
+    _own("Abs"),
+    _own("Neg"),
+    _own("ReduceMean"),
+    _own("ReduceSum"),
+    # fixed output qparams
+    OpRule("Sigmoid", "fixed", fixed=SIGMOID_QPARAMS),
+    OpRule("Softmax", "fixed", fixed=SIGMOID_QPARAMS),
+    OpRule("Tanh", "fixed", fixed=TANH_QPARAMS),
+    OpRule("LogSoftmax", "fixed", fixed=LOG_SOFTMAX_QPARAMS, int16=False),
+    # the output keeps the input's scale
+    _same("MaxPool"),
+    _same("GlobalMaxPool"),
+    _same("AveragePool", reason="TFLite's int8 AVERAGE_POOL_2D needs equal in/out scales"),
+    _same("GlobalAveragePool", reason="lowered to an average pool: equal in/out scales"),
+    _same("Reshape"),
+    _same("Transpose"),
+    _same("Flatten"),
+    _same("Squeeze"),
+    _same("Unsqueeze"),
+    _same("Expand"),
+    _same("Tile"),
+    _same("Pad", reason="the pad value must be the zero point"),
+    _same("Slice"),
+    _same("Split"),
+    _same("Gather"),
+    _same("Resize"),
+    _same("DepthToSpace"),
+    _same("SpaceToDepth"),
+    _same("Identity"),
+    _same("ReduceMax"),
+    _same("ReduceMin"),
+    _same("Concat", inputs=None, share_inputs=True),
+    _same("Max", inputs=None, share_inputs=True, reason="TFLite MAXIMUM: one scale"),
+    _same("Min", inputs=None, share_inputs=True, reason="TFLite MINIMUM: one scale"),
+    # no integer kernel: stay float
+    _float("LSTM", "TFLite's integer LSTM needs its own 20-tensor calibration; kept float"),
+    _float("GRU", "no integer GRU kernel in TFLite"),
+    _float("RNN", "no integer RNN kernel in TFLite"),
+    _float("Div", "TFLite DIV has no int8 kernel (float32, int32 and uint8 only)"),
+    _float("Pow", "TFLite POW has no integer kernel for float data"),
+    _float("Sqrt", "TFLite SQRT has no int8 kernel"),
+    _float("Reciprocal", "lowered to DIV, which has no int8 kernel"),
+    _float("Erf", "no TFLite ERF op; its float decomposition stays float"),
+    _float("Exp", "int8 EXP needs a lookup table the lowering does not build"),
+    _float("Log", "int8 LOG needs a lookup table the lowering does not build"),
+    _float("Sin", "no integer SIN kernel in TFLite"),
+    _float("Cos", "no integer COS kernel in TFLite"),
+    _float("Softplus", "no integer kernel; decomposed into EXP and LOG"),
+    _float("Mish", "no integer kernel; decomposed into float ops"),
+    _float("LayerNormalization", "no TFLite op; its decomposition (mean, rsqrt, div) stays float"),
+    _float("InstanceNormalization", "no TFLite op; its decomposition stays float"),
+    _float("GroupNormalization", "no TFLite op; its decomposition stays float"),
+    _float("BatchNormalization", "should have been folded into the previous conv by the passes"),
+    _float("Einsum", "no TFLite EINSUM op"),
+    _float("CumSum", "TFLite CUMSUM has no int8 kernel"),
+    _float("ReduceProd", "TFLite REDUCE_PROD int8 is not exact enough"),
+    _float("ReduceL2", "no integer REDUCE_L2 kernel"),
+    _float("TopK", "the values are returned float; indices are integers anyway"),
+    _float("NonMaxSuppression", "no integer kernel"),
+    _float("ScatterND", "no integer SCATTER_ND update kernel"),
+    _float("Where", "SELECT_V2 needs one scale for both branches; kept float"),
+)
+
+#: The table: ONNX op type → rule.
+RULES: Mapping[str, OpRule] = MappingProxyType({r.op_type: r for r in _RULES})
+
+#: The ops whose nodes stay float, with the reason (for reports).
+FLOAT_OPS: Mapping[str, str] = MappingProxyType(
+    {r.op_type: r.reason for r in _RULES if r.is_float}
+)
+
+#: Reason given for an op type that is not in the table.
+UNLISTED_REASON = "no int8 rule in bridge.quantize.rules"
+
+
+def rule_for(op_type: str, node: onnx.NodeProto | None = None) -> OpRule | None:
+    """The rule for `op_type`, specialised to `node`'s attributes when given (Gemm's transB).
+
+    Returns None for op types that are not in the table (the quantizer keeps them float).
+    """
+    rule = RULES.get(op_type)
+    if rule is None or node is None:
+        return rule
+    if op_type == "Gemm":
+        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        return replace(rule, weight_axis=0 if trans_b else 1)
+    return rule
+
+
+def weight_axis(rule: OpRule, weight_rank: int) -> int | None:
+    """The per-channel axis for a constant weight of rank `weight_rank` (None: per-tensor)."""
+    if rule.weight_axis is None:
+        return None
+    if rule.op_type == "MatMul":
+        return 1 if weight_rank == 2 else None
+    return rule.weight_axis if weight_rank > rule.weight_axis else None
+
+
+def fusable_activation(node: onnx.NodeProto, constants: Mapping[str, object]) -> bool:
+    """Whether `node` is an activation TFLite fuses into the producing kernel.
+
+    Relu always; Clip when its bounds are (0, 6), (0, none) or (−1, 1), as in TFLite's RELU6,
+    RELU and RELU_N1_TO_1. `constants` maps constant tensor names to numpy values.
+    """
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip":
+        return False
+    lo, hi = _clip_bounds(node, constants)
+    return (lo, hi) in ((0.0, 6.0), (0.0, None), (-1.0, 1.0))
+
+
+def _clip_bounds(
+    node: onnx.NodeProto, constants: Mapping[str, object]
+) -> tuple[float | None, float | None]:
+    attrs = {a.name: a.f for a in node.attribute}
+    bounds: list[float | None] = [attrs.get("min"), attrs.get("max")]
+    for k in (1, 2):
+        if len(node.input) > k and node.input[k]:
+            value = constants.get(node.input[k])
+            if value is None:
+                return (float("nan"), float("nan"))  # a computed bound: never fused
+            bounds[k - 1] = float(value)  # type: ignore[arg-type]
+    return bounds[0], bounds[1]

@@ -1,0 +1,89 @@
+"""Re-verify a conversion folder from its files alone: ORT, QDQ ORT and LiteRT against the
+torch reference outputs stored beside them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from bridge.contract import IOContract
+from bridge.errors import ModelLoadError
+from bridge.verify import parity
+from bridge.verify.runners import LiteRTRunner, OrtRunner
+
+
+def verify_dir(path: str | Path) -> dict[str, Any]:
+    """Re-run the parity check of a conversion folder; returns the report with fresh parity."""
+    from bridge.api import FILES
+
+    root = Path(path)
+    report = _load_json(root / FILES["report"])
+    try:
+        contract = IOContract.from_dict(report["contract"])
+        tflite_contract = IOContract.from_dict(report["tflite_contract"])
+        mode = report["mode"]
+    except (KeyError, TypeError) as e:
+        raise ModelLoadError(f"{root / FILES['report']} is not a bridge report: missing {e}") from e
+    feeds, reference = _load_samples(root / FILES["samples"], contract)
+    runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
+    if (root / FILES["qdq"]).exists() and mode in ("int8", "int16x8"):
+        runners["qdq"] = OrtRunner(_load_onnx(root / FILES["qdq"]), contract)
+    tflite = root / FILES["tflite"]
+    if not tflite.exists():
+        raise ModelLoadError(f"{tflite} is missing; convert again")
+    runners["tflite"] = LiteRTRunner(tflite, tflite_contract, user_contract=contract)
+    results = parity.run_all(runners, feeds)
+    results["torch"] = reference
+    scales = {}
+    tensors = report.get("quantization", {}).get("tensors", {})
+    for out in contract.output_names:
+        if tensors.get(out, {}).get("scale"):
+            scales[out] = float(np.ravel(tensors[out]["scale"])[0])
+    verdict = parity.check(
+        results,
+        mode=mode,
+        output_names=contract.output_names,
+        model=report.get("model"),
+        lsb_scales=scales,
+    )
+    return {
+        **report,
+        "parity": verdict["pairs"],
+        "passed": verdict["passed"],
+        "failures": verdict["failures"],
+    }
+
+
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} not found; is this a bridge output folder?") from None
+    except ValueError as e:
+        raise ModelLoadError(f"{path} is corrupt: {e}") from e
+
+
+def _load_onnx(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} not found; convert again") from None
+    except Exception as e:  # protobuf raises DecodeError and friends
+        raise ModelLoadError(f"{path} is not a readable ONNX model: {e}") from e
+
+
+def _load_samples(path: Path, contract: IOContract):
+    try:
+        data = np.load(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} not found; convert again to record inputs") from None
+    except Exception as e:
+        raise ModelLoadError(f"{path} is corrupt: {e}") from e
+    n = 1 + max(int(k.split("/")[1]) for k in data.files if k.startswith("input/"))
+    feeds = [{s.name: data[f"input/{i}/{s.name}"] for s in contract.inputs} for i in range(n)]
+    reference = {s.name: data[f"torch/{s.name}"] for s in contract.outputs}
+    return feeds, reference

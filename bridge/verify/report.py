@@ -1,0 +1,102 @@
+"""Render a conversion report (the dict written as report.json) for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def parity_rows(report: dict[str, Any]) -> list[list[str]]:
+    """One row per (runtime pair, output): pair, output, SQNR, max abs, cosine, top-1, floor, ok."""
+    rows = []
+    for pair, outputs in report.get("parity", {}).items():
+        for name, c in outputs.items():
+            top1 = "" if c.get("top1") is None else f"{c['top1']:.2f}"
+            lsb = "" if c.get("lsb_max") is None else f"{c['lsb_max']:.1f}/{c['lsb_p99']:.1f}"
+            rows.append(
+                [
+                    pair.replace("_vs_", " ⇄ "),
+                    name,
+                    f"{c['sqnr_db']:.1f}",
+                    f"{c['max_abs']:.3g}",
+                    f"{c['cosine']:.6f}",
+                    top1,
+                    lsb,
+                    f"{c['min_sqnr_db']:.0f}",
+                    "PASS" if c["passed"] else "FAIL",
+                ]
+            )
+    return rows
+
+
+PARITY_HEADER = [
+    "pair",
+    "output",
+    "SQNR dB",
+    "max abs",
+    "cosine",
+    "top-1",
+    "LSB max/p99",
+    "floor dB",
+    "result",
+]
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A plain fixed-width text table."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def summary_line(report: dict[str, Any]) -> str:
+    size = report.get("sizes", {}).get("tflite_bytes", 0) / 1e6
+    secs = report.get("seconds", {}).get("total", 0.0)
+    verdict = "verified" if report.get("passed") else "FAILED"
+    return (
+        f"{report.get('model') or 'model'} [{report.get('mode')}, {report.get('layout')}]: "
+        f"{size:.2f} MB, {secs:.1f} s, {verdict}"
+    )
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: the I/O contract, parity per output and runtime pair, and lowering facts."""
+    lines = [f"# bridge report: {summary_line(report)}", ""]
+    lines += ["## I/O contract", ""]
+    io_rows = []
+    for kind in ("inputs", "outputs"):
+        for t in report.get("tflite_contract", {}).get(kind, []):
+            io_rows.append(
+                [
+                    kind[:-1],
+                    t["name"],
+                    "x".join(str(d) for d in t["shape"]),
+                    t["dtype"],
+                    t["layout"],
+                ]
+            )
+    lines += [markdown_table(["kind", "name", "shape", "dtype", "layout"], io_rows), ""]
+    lines += ["## Parity", "", markdown_table(PARITY_HEADER, parity_rows(report)), ""]
+    if report.get("failures"):
+        lines += ["**Failures:**", ""] + [f"- {f}" for f in report["failures"]] + [""]
+    low = report.get("lowering", {})
+    if low.get("op_counts"):
+        ops = ", ".join(f"{k} {v}" for k, v in sorted(low["op_counts"].items()))
+        lines += ["## TFLite operators", "", ops, ""]
+    if low.get("float_ops"):
+        lines += ["## Left in float", ""]
+        lines += [
+            f"- {f.get('op')} `{f.get('tensor', '')}`: {f.get('reason', '')}"
+            for f in low["float_ops"]
+        ] + [""]
+    secs = report.get("seconds", {})
+    if secs:
+        lines += ["## Time (s)", "", ", ".join(f"{k} {v:.2f}" for k, v in secs.items()), ""]
+    return "\n".join(lines)
