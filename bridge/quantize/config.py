@@ -1,0 +1,111 @@
+"""What to quantize: a frozen, self-validating spec. The observers say how."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from bridge.errors import ConfigError
+
+#: Quantization modes this stage implements, with the activation storage dtype of each.
+MODES: Mapping[str, str | None] = MappingProxyType(
+    {"int8": "int8", "int16x8": "int16", "dynamic": None}
+)
+IO_DTYPES = ("float32", "int8", "uint8")
+WEIGHT_BITS = (8,)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Quantization settings.
+
+    Attributes:
+        mode: "int8" (int8 weights and activations), "int16x8" (int8 weights, int16
+            activations) or "dynamic" (int8 weights only, no calibration).
+        observer: the activation observer's registered name (see `observers.OBSERVERS`).
+        observer_options: keyword options of that observer (e.g. {"method": "kl"}).
+        per_tensor_overrides: tensor name → observer name, built with default options.
+        weight_bits: bits of the weights (TFLite: 8).
+        io_dtype: storage type of the .tflite's inputs and outputs; the QDQ ONNX keeps float32
+            I/O either way and the lowering reads this.
+        num_samples: use at most this many calibration samples (None: all).
+        exclude_nodes: node names kept float.
+    """
+
+    mode: str = "int8"
+    observer: str = "histogram"
+    observer_options: Mapping[str, Any] = field(default_factory=dict)
+    per_tensor_overrides: Mapping[str, str] = field(default_factory=dict)
+    weight_bits: int = 8
+    io_dtype: str = "float32"
+    num_samples: int | None = None
+    exclude_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        from bridge.quantize.observers import OBSERVERS
+
+        _one_of("mode", self.mode, tuple(MODES))
+        _one_of("io_dtype", self.io_dtype, IO_DTYPES)
+        _one_of("weight_bits", self.weight_bits, WEIGHT_BITS)
+        if self.io_dtype != "float32" and self.mode != "int8":
+            raise ConfigError(
+                f"io_dtype {self.io_dtype!r} needs mode 'int8' (got {self.mode!r}); "
+                "use io_dtype='float32'"
+            )
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ConfigError(f"num_samples must be a positive integer, got {self.num_samples}")
+        if isinstance(self.exclude_nodes, str):
+            raise ConfigError("exclude_nodes must be a tuple of node names, not one string")
+        object.__setattr__(self, "exclude_nodes", tuple(self.exclude_nodes))
+        object.__setattr__(self, "observer_options", dict(self.observer_options))
+        object.__setattr__(self, "per_tensor_overrides", dict(self.per_tensor_overrides))
+        for name in (self.observer, *self.per_tensor_overrides.values()):
+            OBSERVERS.get(name)  # raises ConfigError listing the known observers
+        self.make_observer()  # rejects unknown or out-of-range observer options
+
+    @property
+    def activation_dtype(self) -> str | None:
+        """"int8", "int16", or None in dynamic mode (activations stay float)."""
+        return MODES[self.mode]
+
+    @property
+    def symmetric_activations(self) -> bool:
+        """TFLite 16x8 needs symmetric int16 activations (zero point 0)."""
+        return self.activation_dtype == "int16"
+
+    def make_observer(self, tensor: str | None = None) -> Any:
+        """A fresh observer for `tensor` (its override if any, else the configured one)."""
+        from bridge.quantize.observers import OBSERVERS
+
+        name = self.per_tensor_overrides.get(tensor, self.observer) if tensor else self.observer
+        options = dict(self.observer_options) if name == self.observer else {}
+        cls = OBSERVERS.get(name)
+        try:
+            return cls(
+                dtype=self.activation_dtype or "int8",
+                symmetric=self.symmetric_activations,
+                **options,
+            )
+        except TypeError as e:
+            raise ConfigError(f"bad observer_options for observer {name!r}: {e}") from e
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form, for facts and reports."""
+        return {
+            "mode": self.mode,
+            "observer": self.observer,
+            "observer_options": dict(self.observer_options),
+            "per_tensor_overrides": dict(self.per_tensor_overrides),
+            "weight_bits": self.weight_bits,
+            "activation_dtype": self.activation_dtype,
+            "io_dtype": self.io_dtype,
+            "num_samples": self.num_samples,
+            "exclude_nodes": list(self.exclude_nodes),
+        }
+
+
+def _one_of(what: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{what} {value!r} is not supported; choose one of: {list(allowed)}")
