@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="[bridge] %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("tensorflow", "absl", "onnx2tf", "h5py"):
+    for noisy in ("tensorflow", "absl", "onnx2tf", "h5py", "onnxscript", "onnx_ir"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or EXIT_OK)
@@ -125,12 +125,9 @@ def _convert(args: argparse.Namespace) -> int:
     if args.output_name:
         options["output_names"] = args.output_name
     if args.factory.startswith("zoo:"):
-        from models import info
+        from models import convert_options
 
-        entry = info(args.factory[4:])
-        options.setdefault("input_names", list(entry.input_names))
-        options.setdefault("output_names", list(entry.output_names))
-        options["model_name"] = entry.name
+        options = {**convert_options(args.factory[4:]), **options}
     calibration = _calibration(args.calibration, inputs)
     result = bridge.convert(
         model, inputs, args.output, quantize=args.mode, calibration=calibration, **options

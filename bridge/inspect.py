@@ -31,7 +31,8 @@ def _describe_tflite(p: Path, data: bytes) -> str:
         for i in idx:
             t = sg.tensors[i]
             dtype = tflite_io.TENSOR_DTYPES.get(t.type, t.type)
-            lines.append(f"  {kind} {tflite_io.tensor_name(t)}: {list(t.shape)} {dtype}")
+            shape = [int(d) for d in t.shape]
+            lines.append(f"  {kind} {tflite_io.tensor_name(t)}: {shape} {dtype}")
     ops = Counter(tflite_io.op_name(model, op) for op in sg.operators)
     lines.append("  ops: " + ", ".join(f"{k} {v}" for k, v in ops.most_common()))
     types = Counter(str(tflite_io.TENSOR_DTYPES.get(t.type, t.type)) for t in sg.tensors)

@@ -27,7 +27,7 @@ from models import (  # noqa: F401  (imported for their registrations)
 )
 from models._zoo import ZOO, ZooEntry
 
-__all__ = ["ZooEntry", "get", "info", "names"]
+__all__ = ["ZooEntry", "convert_options", "get", "info", "names"]
 
 
 def get(name: str) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...]]:
@@ -51,3 +51,14 @@ def info(name: str) -> ZooEntry:
 def names(tag: str | None = None) -> list[str]:
     """All zoo names in registration order, or only those carrying `tag`."""
     return [n for n in ZOO.names() if tag is None or tag in ZOO.get(n).tags]
+
+
+def convert_options(name: str) -> dict[str, object]:
+    """The `bridge.convert` options that carry zoo model `name`'s I/O names and layouts."""
+    entry = ZOO.get(name)
+    return {
+        "input_names": entry.input_names,
+        "output_names": entry.output_names,
+        "input_layouts": [s.layout for s in entry.inputs],
+        "model_name": entry.name,
+    }

@@ -1,0 +1,40 @@
+"""Stage 4, lower: ONNX → TFLite. `lower(artifact, mode=..., nhwc=...)` dispatches by mode.
+
+Modes live in their own modules and register themselves in `bridge.lower.modes.MODES`:
+"fp32" (floating.py), "fp16" (fp16.py), "dynamic" (dynamic.py), "int8"/"int16x8" (integer.py).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bridge.artifact import OnnxArtifact, TfliteArtifact
+
+__all__ = ["lower", "lower_float"]
+
+
+def lower(artifact: OnnxArtifact, *, mode: str = "fp32", nhwc: bool = False) -> TfliteArtifact:
+    """Lower an ONNX artifact to a .tflite artifact in `mode`.
+
+    Args:
+        artifact: the (float or QDQ) ONNX model and its channel-first I/O contract.
+        mode: "fp32", "fp16", "dynamic", "int8" or "int16x8".
+        nhwc: give channel-first inputs and outputs a channel-last layout in the .tflite;
+            the result's contract is then `artifact.contract.as_nhwc()`.
+
+    Raises:
+        ConfigError: unknown mode.
+        UnsupportedOpError: an ONNX node has no TFLite lowering.
+        LoweringError: the conversion failed or could not keep the I/O contract.
+    """
+    from bridge.lower.modes import load_modes
+
+    return load_modes().get(mode)(artifact, nhwc=nhwc)
+
+
+def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact:
+    """Float32 lowering (see `bridge.lower.floating.lower_float`); other modes build on it."""
+    from bridge.lower.floating import lower_float as impl
+
+    return impl(artifact, nhwc=nhwc)

@@ -12,14 +12,18 @@ for the integer signatures we emit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-#: TFLite's fixed output quantization: (scale, zero point) per activation type.
-LOGISTIC_OUT = {"int8": (1.0 / 256.0, -128), "int16": (1.0 / 32768.0, 0)}
-SOFTMAX_OUT = {"int8": (1.0 / 256.0, -128), "int16": (1.0 / 32768.0, 0)}
-TANH_OUT = {"int8": (1.0 / 128.0, 0), "int16": (1.0 / 32768.0, 0)}
+from bridge.quantize.rules import LOG_SOFTMAX_QPARAMS, SIGMOID_QPARAMS, TANH_QPARAMS
+
+#: TFLite's fixed output quantization: (scale, zero point) per activation type. The values are
+#: the quantizer's (one table); L2_NORMALIZATION has no ONNX twin there.
+LOGISTIC_OUT = SIGMOID_QPARAMS
+SOFTMAX_OUT = SIGMOID_QPARAMS
+TANH_OUT = TANH_QPARAMS
+LOG_SOFTMAX_OUT = LOG_SOFTMAX_QPARAMS
 L2NORM_OUT = {"int8": (1.0 / 128.0, 0)}
-LOG_SOFTMAX_OUT = {"int8": (16.0 / 256.0, 127)}
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,7 @@ class Kernel:
     int8: int | None = 2
     int16: int | None = 3
     same_scale: bool = False
-    fixed_output: dict[str, tuple[float, int]] | None = None
+    fixed_output: Mapping[str, tuple[float, int]] | None = None
     weight: tuple[int, int] | None = None
     bias: int | None = None
     hybrid: int | None = None
@@ -54,7 +58,7 @@ KERNELS: dict[str, Kernel] = {
     # Weighted ops: per-channel int8 weights along the output-channel axis.
     "CONV_2D": Kernel(int8=3, int16=4, weight=(1, 0), bias=2, hybrid=5),
     "DEPTHWISE_CONV_2D": Kernel(int8=3, int16=5, weight=(1, 3), bias=2, hybrid=6),
-    "FULLY_CONNECTED": Kernel(int8=4, int16=11, weight=(1, 0), bias=2, hybrid=12),
+    "FULLY_CONNECTED": Kernel(int8=4, int16=7, weight=(1, 0), bias=2, hybrid=12),
     "TRANSPOSE_CONV": Kernel(int8=3, int16=5, weight=(1, 0), bias=3),
     "BATCH_MATMUL": Kernel(int8=2, int16=3),
     # Arithmetic: the kernels rescale each input.
@@ -136,12 +140,6 @@ FLOAT_ONLY: dict[str, str] = {
     "CUMSUM": "LiteRT's CUMSUM has no quantized kernel",
     "CAST": "a type conversion has no quantized form",
 }
-
-#: Fused activations that can be folded into these producers (fused_activation_function).
-FUSABLE_PRODUCERS = frozenset(
-    {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "SUB", "MUL", "TRANSPOSE_CONV"}
-)
-
 
 def kernel(op: str) -> Kernel | None:
     """The integer kernel description of TFLite operator `op`, None if it has none."""

@@ -7,7 +7,6 @@ no node is removed while something still reads it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +15,6 @@ import onnx
 import onnx_ir as ir
 
 from bridge.passes.base import PassResult
-
-log = logging.getLogger(__name__)
 
 #: The ONNX default domain, as written in models.
 ONNX_DOMAINS = ("", "ai.onnx")
@@ -156,6 +153,22 @@ def add_initializer(graph: ir.Graph, array: np.ndarray, name: str) -> ir.Value:
     )
     graph.register_initializer(value)
     return value
+
+
+def set_constant_input(
+    graph: ir.Graph, node: ir.Node, index: int, array: np.ndarray, name: str
+) -> None:
+    """Make input `index` of `node` a new initializer holding `array`.
+
+    The old input is detached first and dropped if nothing else reads it, so the new
+    initializer can take its name; a constant shared with other nodes is left untouched.
+    """
+    if len(node.inputs) <= index:
+        node.resize_inputs(index + 1)
+    old = node.inputs[index]
+    node.replace_input_with(index, None)
+    drop_if_unused(graph, old)
+    node.replace_input_with(index, add_initializer(graph, array, name))
 
 
 def drop_if_unused(graph: ir.Graph, value: ir.Value | None) -> None:

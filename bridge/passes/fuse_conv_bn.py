@@ -15,7 +15,8 @@ or [N, K] with transB (axis 0), and C' = s·(β_g·C − μ) + β with β_g set 
 Conditions: BN is in inference mode and only its first output is used; its parameters and the
 producer's weight (and bias) are constants; the producer's output is read by the BN only.
 The maths runs in float64 and is rounded once to the weight's dtype. New weights get new
-initializers (a weight shared with another node is never changed); unused old ones are dropped.
+initializers (a weight shared with another node is never changed); unused old ones are dropped,
+so an unshared weight keeps its name.
 """
 
 from __future__ import annotations
@@ -139,25 +140,22 @@ def _new_bias(m: _Match) -> np.ndarray:
 
 def _rewrite(graph: ir.Graph, m: _Match) -> None:
     producer, bn = m.producer, m.bn
-    dtype = m.weight.dtype
-    old_w = producer.inputs[1]
-    old_b = producer.inputs[2] if len(producer.inputs) > 2 else None
-    w_name = old_w.name or f"{producer.name}_weight"
-    w = _ir.add_initializer(graph, _scaled_weight(producer, m.weight, m.scale).astype(dtype), w_name)
-    b_name = old_b.name if old_b is not None and old_b.name else f"{w_name}_bias"
-    b = _ir.add_initializer(graph, _new_bias(m).astype(dtype), b_name)
-    y = producer.outputs[0]
+    weight = _scaled_weight(producer, m.weight, m.scale).astype(m.weight.dtype)
+    bias = _new_bias(m).astype(m.weight.dtype)
+    old_params = list(bn.inputs[1:])
     if producer.op_type == "MatMul":
-        gemm = ir.Node("", "Gemm", [producer.inputs[0], w, b], name=producer.name)
-        graph.insert_before(producer, gemm)
-        _ir.splice(graph, [bn, producer], bn.outputs[0], gemm.outputs[0], take_name=True)
+        target = ir.Node("", "Gemm", producer.inputs, name=producer.name)
+        graph.insert_before(producer, target)
+        _ir.splice(graph, [bn, producer], bn.outputs[0], target.outputs[0], take_name=True)
     else:
-        producer.replace_input_with(1, w)
-        if len(producer.inputs) < 3:
-            producer.resize_inputs(3)
-        producer.replace_input_with(2, b)
+        target = producer
         if producer.op_type == "Gemm":
             producer.attributes["beta"] = ir.AttrFloat32("beta", 1.0)
-        _ir.splice(graph, [bn], bn.outputs[0], y, take_name=True)
-    _ir.drop_if_unused(graph, old_w)
-    _ir.drop_if_unused(graph, old_b)
+        _ir.splice(graph, [bn], bn.outputs[0], producer.outputs[0], take_name=True)
+    w_name = target.inputs[1].name or f"{target.name}_weight"
+    old_b = target.inputs[2] if len(target.inputs) > 2 else None
+    b_name = old_b.name if old_b is not None and old_b.name else f"{w_name}_bias"
+    _ir.set_constant_input(graph, target, 1, weight, w_name)
+    _ir.set_constant_input(graph, target, 2, bias, b_name)
+    for value in old_params:
+        _ir.drop_if_unused(graph, value)

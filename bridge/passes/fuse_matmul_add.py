@@ -91,4 +91,3 @@ def _rewrite(graph: ir.Graph, m: _Match) -> None:
     gemm = ir.Node("", "Gemm", [a, w, m.bias], name=m.matmul.name or m.add.name)
     graph.insert_before(m.add, gemm)
     _ir.splice(graph, [m.add, m.matmul], m.add.outputs[0], gemm.outputs[0], take_name=True)
-

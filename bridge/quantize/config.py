@@ -67,7 +67,7 @@ class QuantConfig:
 
     @property
     def activation_dtype(self) -> str | None:
-        """"int8", "int16", or None in dynamic mode (activations stay float)."""
+        """ "int8", "int16", or None in dynamic mode (activations stay float)."""
         return MODES[self.mode]
 
     @property

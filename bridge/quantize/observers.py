@@ -7,7 +7,7 @@ Collecting statistics and deriving qparams are separate: every observer ends in 
 - `MovingAverageObserver`: exponential moving average of each batch's min and max,
   m ← m + c·(batch − m) with c = 0.01 (as torch.ao).
 - `HistogramObserver`: a memory-bounded histogram (default 2048 bins; when data falls outside,
-  the bins are widened by an integer factor and merged exactly, so memory never grows). The range
+  the bins are stretched over the new range and the old counts re-binned by overlap). The range
   is searched along a path of tail cuts: for each total clipped mass m (0 to 20 %), the cut
   whose left/right split gives the narrowest range. The path is scored by the L2 error of
   quantizing the bin centres ("l2", default) or by the KL divergence between the clipped
@@ -141,10 +141,11 @@ class MovingAverageObserver(Observer):
 
 
 class Histogram:
-    """A fixed number of equal-width bins over [lo, lo + bins·width] that grows without loss.
+    """A fixed number of equal-width bins over [lo, lo + bins·width] that re-bins as data grows.
 
-    When data falls outside, the width is multiplied by an integer k and the left edge moves by
-    a whole number j of old bins, so every old bin lands inside exactly one new bin.
+    When data falls outside, the bins are stretched to the new [min, max] and the old counts are
+    spread over them in proportion to overlap (their cumulative distribution is interpolated
+    linearly), so the total count is kept exactly and memory never grows.
     """
 
     def __init__(self, bins: int) -> None:
@@ -176,20 +177,16 @@ class Histogram:
                 lo -= span / 2
             self.lo, self.width = lo, span / self.bins
         elif lo < self.lo or hi > self.hi:
-            self._grow(min(lo, self.lo), max(hi, self.hi))
+            self._rebin(min(lo, self.lo), max(hi, self.hi))
         x = np.clip(x.astype(np.float64, copy=False), self.lo, self.hi)
         self.counts += np.histogram(x, self.bins, range=(self.lo, self.hi))[0]
 
-    def _grow(self, need_lo: float, need_hi: float) -> None:
-        n, w = self.bins, self.width
-        j = math.ceil((self.lo - need_lo) / w)
-        new_lo = self.lo - j * w
-        k = max(2, math.ceil((need_hi - new_lo) / (n * w)))
-        while new_lo + n * k * w < need_hi:
-            k += 1
-        merged = np.zeros(n, np.float64)
-        np.add.at(merged, (j + np.arange(n)) // k, self.counts)
-        self.counts, self.lo, self.width = merged, new_lo, k * w
+    def _rebin(self, lo: float, hi: float) -> None:
+        cdf = np.concatenate([[0.0], np.cumsum(self.counts)])
+        new_edges = lo + (hi - lo) / self.bins * np.arange(self.bins + 1, dtype=np.float64)
+        moved = np.diff(np.interp(new_edges, self.edges, cdf))
+        moved[-1] += cdf[-1] - moved.sum()  # float rounding: keep the total exact
+        self.counts, self.lo, self.width = moved, lo, (hi - lo) / self.bins
 
 
 @OBSERVERS.register("histogram")
@@ -316,8 +313,8 @@ def tail_cut_path(counts: np.ndarray, max_clip: float, steps: int = 48) -> list[
     start = np.minimum(start, end - 1)
     best = np.argmin(end - start, axis=1)
     rows = np.arange(masses.size)
-    path = list(dict.fromkeys(zip(start[rows, best].tolist(), end[rows, best].tolist(), strict=True)))
-    return path
+    pairs = zip(start[rows, best].tolist(), end[rows, best].tolist(), strict=True)
+    return list(dict.fromkeys(pairs))
 
 
 def l2_loss(hist: Histogram, bounds: np.ndarray, dtype: str, symmetric: bool) -> np.ndarray:

@@ -187,9 +187,7 @@ _RULES: tuple[OpRule, ...] = (
 RULES: Mapping[str, OpRule] = MappingProxyType({r.op_type: r for r in _RULES})
 
 #: The ops whose nodes stay float, with the reason (for reports).
-FLOAT_OPS: Mapping[str, str] = MappingProxyType(
-    {r.op_type: r.reason for r in _RULES if r.is_float}
-)
+FLOAT_OPS: Mapping[str, str] = MappingProxyType({r.op_type: r.reason for r in _RULES if r.is_float})
 
 #: Reason given for an op type that is not in the table.
 UNLISTED_REASON = "no int8 rule in bridge.quantize.rules"

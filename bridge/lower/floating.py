@@ -1,0 +1,138 @@
+"""fp32 lowering: ONNX → float32 .tflite whose inputs and outputs are exactly the contract's.
+
+Steps: onnx2tf with every input shape kept (`onnx2tf_driver`) → reject CUSTOM ops
+(`unsupported`) → match and check I/O against the channel-first contract (`io_contract`) →
+for `nhwc=True`, channel-last boundary transposes (`layout`) → cancel inverse transpose pairs
+(`transposes`) → drop onnx2tf's "reduced_precision_support" metadata (it tells delegates that
+fp16 arithmetic is acceptable, which an fp32 model does not promise) → final I/O check and
+signature. Integer modes call `lower_float` first and rewrite its result.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.contract import CHANNEL_FIRST, IOContract
+from bridge.errors import ConfigError, LoweringError
+from bridge.lower import (
+    correspondence,
+    graph_edit,
+    io_contract,
+    layout,
+    tflite_io,
+    transposes,
+    unsupported,
+)
+from bridge.lower.modes import MODES
+from bridge.lower.onnx2tf_driver import backend_name, run_onnx2tf
+
+log = logging.getLogger(__name__)
+
+#: ONNX ops that mark a quantized (QDQ) model, which the float modes must not receive.
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
+
+
+@MODES.register("fp32")
+def lower_fp32(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact:
+    """The "fp32" mode: a float32 .tflite (see `lower_float`)."""
+    reject_qdq(artifact, "fp32")
+    return lower_float(artifact, nhwc=nhwc)
+
+
+def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact:
+    """Lower `artifact` to a float32 .tflite keeping its I/O contract.
+
+    Args:
+        artifact: an ONNX artifact whose contract is channel-first (as exported).
+        nhwc: make channel-first inputs/outputs (NCW, NCHW, NCDHW) channel-last.
+
+    Returns:
+        A TfliteArtifact in mode "fp32" whose contract is `artifact.contract`, or its
+        `as_nhwc()` form. Facts: backend, correspondence, op_counts, transpose_count, seconds.
+
+    Raises:
+        ConfigError: the contract is already channel-last.
+        UnsupportedOpError: an ONNX node has no TFLite lowering.
+        LoweringError: the conversion failed or the I/O contract could not be kept.
+    """
+    start = time.perf_counter()
+    contract = artifact.contract
+    if contract.nhwc:
+        raise ConfigError(
+            "lowering expects the exported (channel-first) contract; pass nhwc=True instead "
+            "of a contract that is already channel-last"
+        )
+    _check_onnx_io(artifact)
+    result = run_onnx2tf(artifact.model, keep_shape_inputs=contract.input_names)
+    model = tflite_io.load(result.tflite)
+    errors = unsupported.custom_ops(model, artifact.model)
+    if errors:
+        if len(errors) > 1:
+            log.error("%d more unsupported ops: %s", len(errors) - 1, [str(e) for e in errors[1:]])
+        raise errors[0]
+    io_contract.match_io(model, contract)
+    io_contract.check_io(model, contract)
+    target = contract
+    if nhwc:
+        target = contract.as_nhwc()
+        layout.to_channel_last_io(
+            model, _channel_first(contract.inputs), _channel_first(contract.outputs)
+        )
+    _, moved = transposes.cancel_transposes(model)
+    graph_edit.drop_metadata(model, "reduced_precision_support")
+    io_contract.write_signature(model, target)
+    io_contract.check_io(model, target)
+    data = tflite_io.save(model)
+    facts = {
+        "backend": backend_name(),
+        "correspondence": correspondence.build(result.records, moved, model, target),
+        **op_facts(model),
+        "seconds": round(time.perf_counter() - start, 3),
+        "onnx2tf_seconds": round(result.seconds, 3),
+    }
+    log.info(
+        "lowered to fp32 .tflite: %d bytes, %d ops, %d transposes, %.2fs",
+        len(data),
+        sum(facts["op_counts"].values()),
+        facts["transpose_count"],
+        facts["seconds"],
+    )
+    return TfliteArtifact(data=data, contract=target, mode="fp32", source=artifact, facts=facts)
+
+
+def op_facts(model: Any) -> dict[str, Any]:
+    """{"op_counts": {op: n}, "transpose_count": n} for the main subgraph."""
+    counts = Counter(tflite_io.op_name(model, op) for op in model.subgraphs[0].operators)
+    return {"op_counts": dict(sorted(counts.items())), "transpose_count": counts["TRANSPOSE"]}
+
+
+def reject_qdq(artifact: OnnxArtifact, mode: str) -> None:
+    """Raise ConfigError if the model holds quantize/dequantize nodes (a float mode's input)."""
+    found = sorted({n.op_type for n in artifact.model.graph.node if n.op_type in QDQ_OPS})
+    if found:
+        raise ConfigError(
+            f"mode {mode!r} lowers float models, but this one contains {found} nodes; "
+            "lower it with mode 'int8' or 'int16x8', or export it without quantization"
+        )
+
+
+def _channel_first(specs: Any) -> list[str]:
+    return [s.name for s in specs if s.layout == CHANNEL_FIRST.get(s.rank)]
+
+
+def _check_onnx_io(artifact: OnnxArtifact) -> None:
+    """The ONNX graph's inputs and outputs must be the contract's (order may differ)."""
+    graph = artifact.model.graph
+    inits = {i.name for i in graph.initializer}
+    onnx_in = [i.name for i in graph.input if i.name not in inits]
+    onnx_out = [o.name for o in graph.output]
+    c: IOContract = artifact.contract
+    if set(onnx_in) != set(c.input_names) or set(onnx_out) != set(c.output_names):
+        raise LoweringError(
+            f"the ONNX model's inputs {onnx_in} / outputs {onnx_out} are not the contract's "
+            f"{c.input_names} / {c.output_names}; a stage renamed a graph input or output"
+        )

@@ -1,0 +1,173 @@
+"""QDQ ONNX → integer TFLite with the QDQ model's own scales ("int8" and "int16x8" modes).
+
+The route: strip the Q/DQ nodes (`int8_qdq`), lower the float graph with onnx2tf
+(`bridge.lower.lower_float`), find each TFLite tensor's ONNX twin by value (`int8_match`), fold
+ReLUs into their producers (`int8_fuse`), give every activation its QDQ scale and decide which
+operators run integer (`int8_assign`), then write int8/int16 tensors, int8 per-channel weights,
+int32/int64 biases and the boundary QUANTIZE/DEQUANTIZE (`int8_rewrite`). Operators without an
+integer kernel stay float32 between a DEQUANTIZE and a QUANTIZE and are listed in
+`facts["float_ops"]` with the reason.
+
+int16x8 is the same path with int16 activations (symmetric, zero point 0), int8 weights and
+int64 biases, as TFLite's 16x8 kernels expect.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import Any
+
+from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.contract import IOContract
+from bridge.errors import ConfigError, LoweringError
+from bridge.lower import int8_assign, int8_fuse, int8_match, int8_rewrite, tflite_io
+from bridge.lower.int8_graph import Graph
+from bridge.lower.int8_qdq import QdqModel, read_qdq
+
+log = logging.getLogger(__name__)
+
+#: Model I/O types allowed per activation type ("float32": QUANTIZE/DEQUANTIZE inside the model).
+IO_DTYPES = {"int8": ("float32", "int8", "uint8"), "int16": ("float32", "int16")}
+_MODES = {"int8": "int8", "int16": "int16x8"}
+
+
+def lower_int8(
+    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str = "float32"
+) -> TfliteArtifact:
+    """Lower a QDQ ONNX model with int8 activations to an int8 TFLite model.
+
+    Args:
+        qdq_artifact: the quantizer's QDQ model (int8 activations, int8 weights).
+        nhwc: channel-last image inputs and outputs.
+        io_dtype: "float32" (QUANTIZE/DEQUANTIZE inside the model), "int8" or "uint8".
+
+    Raises:
+        ConfigError: unknown `io_dtype`.
+        LoweringError: the QDQ scales break a TFLite kernel rule, or LiteRT rejects the result.
+    """
+    return lower_integer(qdq_artifact, nhwc=nhwc, io_dtype=io_dtype, act_dtype="int8")
+
+
+def lower_int16x8(
+    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str = "float32"
+) -> TfliteArtifact:
+    """Lower a QDQ ONNX model with int16 activations to a 16x8 TFLite model (see lower_int8)."""
+    return lower_integer(qdq_artifact, nhwc=nhwc, io_dtype=io_dtype, act_dtype="int16")
+
+
+def lower_integer(
+    qdq_artifact: OnnxArtifact, *, nhwc: bool, io_dtype: str, act_dtype: str
+) -> TfliteArtifact:
+    """The shared path of lower_int8 and lower_int16x8."""
+    from bridge.lower import lower_float
+
+    _check_io(io_dtype, act_dtype)
+    qdq = read_qdq(qdq_artifact.model)
+    float_artifact = qdq_artifact.evolve(model=qdq.float_model)
+    float_tflite = lower_float(float_artifact, nhwc=nhwc)
+    return integerize(float_tflite, qdq_artifact, act_dtype=act_dtype, io_dtype=io_dtype, qdq=qdq)
+
+
+def _check_io(io_dtype: str, act_dtype: str) -> None:
+    if act_dtype not in IO_DTYPES:
+        raise ConfigError(f"unknown activation type {act_dtype!r}; choose int8 or int16")
+    if io_dtype not in IO_DTYPES[act_dtype]:
+        raise ConfigError(
+            f"io_dtype {io_dtype!r} is not available for {_MODES[act_dtype]}; choose one of "
+            f"{', '.join(IO_DTYPES[act_dtype])}"
+        )
+
+
+def integerize(
+    float_tflite: TfliteArtifact,
+    qdq_artifact: OnnxArtifact,
+    *,
+    act_dtype: str,
+    io_dtype: str = "float32",
+    qdq: QdqModel | None = None,
+) -> TfliteArtifact:
+    """Rewrite the float lowering of a QDQ model's float graph into an integer TFLite model.
+
+    Args:
+        float_tflite: the float TFLite of `read_qdq(qdq_artifact.model).float_model`.
+        qdq_artifact: the QDQ model it came from (the scales are read from its Q/DQ nodes).
+        act_dtype: "int8" or "int16".
+        io_dtype: see `lower_int8`.
+        qdq: `read_qdq(qdq_artifact.model)`, if already computed.
+    """
+    _check_io(io_dtype, act_dtype)
+    qdq = qdq or read_qdq(qdq_artifact.model)
+    onnx_vals, tfl_vals = int8_match.float_values(
+        qdq.float_model,
+        float_tflite.data,
+        contract=qdq_artifact.contract,
+        tflite_contract=float_tflite.contract,
+    )
+    model = tflite_io.load(float_tflite.data)
+    graph = Graph(model)
+    matches = int8_match.match_activations(tfl_vals, onnx_vals)
+    fused = int8_fuse.fuse_activations(graph)
+    order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}
+    plan = int8_assign.assign(graph, matches, qdq, act_dtype=act_dtype, onnx_order=order)
+    int8_assign.check(graph, plan, act_dtype=act_dtype)
+    rewrite = int8_rewrite.materialize(graph, plan, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
+    tensor_map = {graph.name(t): src for t, src in plan.source.items()}
+    graph.commit()
+    data = tflite_io.save(model)
+    _load_check(data)
+    contract = _io_contract(float_tflite.contract, graph)
+    facts: dict[str, Any] = {
+        "float_ops": plan.float_ops,
+        "quantized_ops": len(plan.integer_ops),
+        "qparams_source": "qdq",
+        "activation_dtype": act_dtype,
+        "io_dtype": io_dtype,
+        "fused_activations": fused,
+        "conversions": rewrite.conversions,
+        "computed_qparams": rewrite.computed_qparams,
+        "tensor_map": tensor_map,
+        "unmatched_onnx": sorted(
+            set(qdq.activations) - {n for names in matches.values() for n in names}
+        ),
+        "float_lowering": {k: v for k, v in float_tflite.facts.items() if _jsonable(v)},
+    }
+    log.info(
+        "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
+        _MODES[act_dtype],
+        len(plan.integer_ops),
+        len(plan.float_ops),
+        fused,
+        len(data) / 1e6,
+    )
+    return TfliteArtifact(
+        data=data, contract=contract, mode=_MODES[act_dtype], source=qdq_artifact, facts=facts
+    )
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool | list | dict | type(None))
+
+
+def _io_contract(contract: IOContract, graph: Graph) -> IOContract:
+    """The float lowering's contract with each I/O dtype set to what the tensor now holds."""
+    dtypes = {graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.inputs}
+    dtypes |= {graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.outputs}
+    return replace(
+        contract,
+        inputs=tuple(replace(s, dtype=dtypes.get(s.name, s.dtype)) for s in contract.inputs),
+        outputs=tuple(replace(s, dtype=dtypes.get(s.name, s.dtype)) for s in contract.outputs),
+    )
+
+
+def _load_check(data: bytes) -> None:
+    """Raise LoweringError unless LiteRT can load the model and prepare every kernel."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_content=data, num_threads=1).allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        raise LoweringError(
+            f"LiteRT rejects the integer model: {e}; a kernel does not accept its tensor types "
+            "or scales (report this as a lowering bug with the QDQ model)"
+        ) from e

@@ -1,0 +1,111 @@
+"""Give chosen .tflite inputs and outputs a channel-last layout by adding boundary transposes.
+
+onnx2tf is run with every input's shape kept as in ONNX, so the .tflite starts out with exactly
+the ONNX (channel-first) I/O. For `nhwc=True` this module then rewrites the flatbuffer:
+
+    input  x [N,H,W,C] ─TRANSPOSE(0,3,1,2)→ x__channel_first [N,C,H,W] → (the converted graph)
+    (graph) → y__channel_first [N,C,H,W] ─TRANSPOSE(0,2,3,1)→ output y [N,H,W,C]
+
+and `transposes.cancel_transposes` removes each added transpose that meets an inverse one that
+onnx2tf put in front of or behind its channel-last kernels, so a conv net ends up transposing
+nothing at its boundary. Doing this on the flatbuffer rather than by adding ONNX Transpose nodes
+keeps the layout under our control: onnx2tf 2.6.9 was seen dropping an ONNX output Transpose on
+a 3-D (NCW) output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import LoweringError
+from bridge.lower import graph_edit, tflite_io
+
+
+def channel_last_perm(rank: int) -> list[int]:
+    """The perm taking a channel-first tensor of `rank` to channel-last: (0, 2, ..., r-1, 1)."""
+    return [0, *range(2, rank), 1]
+
+
+def channel_first_perm(rank: int) -> list[int]:
+    """The perm taking a channel-last tensor of `rank` to channel-first: (0, r-1, 1, ..., r-2)."""
+    return [0, rank - 1, *range(1, rank - 1)]
+
+
+def to_channel_last_io(model: Any, inputs: Iterable[str], outputs: Iterable[str]) -> None:
+    """Make the named graph inputs and outputs channel-last in place (names are kept).
+
+    Raises:
+        LoweringError: a named tensor is not a graph input/output, or has rank below 3.
+    """
+    sg = model.subgraphs[0]
+    by_name = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in sg.inputs}
+    new_ops = []
+    for name in inputs:
+        idx = _lookup(by_name, name, "input")
+        inner = _rename_inner(sg, idx)
+        rank = _rank(sg, idx)
+        outer = _permuted_copy(model, idx, name, channel_last_perm(rank))
+        new_ops.append(graph_edit.transpose_op(model, outer, inner, channel_first_perm(rank)))
+        sg.inputs = np.asarray([outer if t == inner else t for t in sg.inputs], dtype=np.int32)
+    sg.operators = new_ops + list(sg.operators)
+
+    by_name = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in sg.outputs}
+    for name in outputs:
+        idx = _lookup(by_name, name, "output")
+        inner = _rename_inner(sg, idx)
+        perm = channel_last_perm(_rank(sg, idx))
+        outer = _permuted_copy(model, idx, name, perm)
+        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+        sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
+    _retarget_signatures(model)
+
+
+def _lookup(by_name: dict[str, int], name: str, kind: str) -> int:
+    if name not in by_name:
+        raise LoweringError(
+            f"cannot make {kind} {name!r} channel-last: the .tflite has no {kind} of that name "
+            f"(it has {sorted(by_name)})"
+        )
+    return by_name[name]
+
+
+def _rank(sg: Any, idx: int) -> int:
+    rank = len(sg.tensors[idx].shape)
+    if rank < 3:
+        name = tflite_io.tensor_name(sg.tensors[idx])
+        raise LoweringError(f"cannot make {name!r} channel-last: it has rank {rank}, not 3 to 5")
+    return rank
+
+
+def _rename_inner(sg: Any, idx: int) -> int:
+    """Rename the boundary tensor to `<name>__channel_first`; it becomes graph-internal."""
+    t = sg.tensors[idx]
+    t.name = f"{tflite_io.tensor_name(t)}__channel_first"
+    return idx
+
+
+def _permuted_copy(model: Any, idx: int, name: str, perm: list[int]) -> int:
+    """A new activation tensor `name` shaped like tensor `idx` permuted by `perm`."""
+    t = model.subgraphs[0].tensors[idx]
+    sig = graph_edit.shape_of(t)
+    return graph_edit.add_tensor(
+        model,
+        name,
+        [int(t.shape[p]) for p in perm],
+        tflite_io.TENSOR_DTYPES[t.type],
+        shape_signature=[sig[p] for p in perm],
+    )
+
+
+def _retarget_signatures(model: Any) -> None:
+    """Point signature entries at the current graph inputs/outputs of the same name."""
+    sg = model.subgraphs[0]
+    index = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in [*sg.inputs, *sg.outputs]}
+    for sig in model.signatureDefs or []:
+        for tm in list(sig.inputs or []) + list(sig.outputs or []):
+            name = tm.name.decode() if isinstance(tm.name, bytes) else tm.name
+            if name in index:
+                tm.tensorIndex = index[name]

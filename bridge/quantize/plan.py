@@ -1,0 +1,327 @@
+"""The quantization plan: which nodes, tensors and constants are quantized, and how.
+
+Derived from the graph, the rules table and the config only (no data), so calibration knows
+which tensors to observe and the QDQ writer knows where to put QuantizeLinear/DequantizeLinear.
+
+- A node is quantized when its op has an integer rule for the activation dtype, it is not
+  excluded, and it has float data inputs. Float nodes with float data are listed with a reason;
+  integer-only nodes (shape arithmetic) are ignored.
+- Activations: the float, non-constant data inputs and outputs of quantized nodes, except the
+  output of a Conv/Gemm/MatMul/Add/Sub/Mul that only feeds a fusable Relu/Clip (TFLite fuses it).
+- Shared-scale groups: a "same" op joins its output with its first data input; Concat/Max/Min
+  join every data input with the output. Fixed-qparams outputs impose their qparams on the group.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from bridge.quantize.config import QuantConfig
+from bridge.quantize.rules import (
+    UNLISTED_REASON,
+    OpRule,
+    fusable_activation,
+    rule_for,
+    weight_axis,
+)
+
+log = logging.getLogger(__name__)
+
+#: Ops whose constant weights dynamic mode quantizes.
+DYNAMIC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+EXCLUDED = "excluded by QuantConfig.exclude_nodes"
+
+
+@dataclass(frozen=True)
+class WeightUse:
+    """A constant weight (and maybe its bias) of one quantized node."""
+
+    node: str
+    weight: str
+    axis: int | None
+    bias: str | None = None
+    source: str | None = None  # the activation whose scale is s_in in the bias scale
+
+
+@dataclass
+class QuantPlan:
+    """What the QDQ writer does; every list keeps graph order."""
+
+    node_names: list[str]
+    quantized: dict[int, OpRule] = field(default_factory=dict)  # node index → rule
+    activations: list[str] = field(default_factory=list)
+    constants: list[str] = field(default_factory=list)  # constant data inputs to quantize
+    weights: list[WeightUse] = field(default_factory=list)
+    fixed: dict[str, tuple[float, int]] = field(default_factory=dict)
+    groups: list[list[str]] = field(default_factory=list)  # tensors sharing one scale
+    fused: list[dict[str, str]] = field(default_factory=list)
+    float_nodes: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def group_of(self) -> dict[str, int]:
+        """Tensor name → index in `groups`."""
+        return {t: i for i, g in enumerate(self.groups) for t in g}
+
+
+def node_names(graph: onnx.GraphProto) -> list[str]:
+    """Each node's name, or "<op>_<index>" for unnamed ones (unique)."""
+    names: list[str] = []
+    seen: set[str] = set()
+    for i, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{i}"
+        if name in seen:
+            name = f"{name}_{i}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs that are not graph inputs, as numpy arrays."""
+    graph = model.graph
+    inputs = {i.name for i in graph.input}
+    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer if t.name not in inputs}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            attr = {a.name: a for a in node.attribute}
+            if "value" in attr:
+                values[node.output[0]] = numpy_helper.to_array(attr["value"].t)
+            elif "value_float" in attr:
+                values[node.output[0]] = np.array(attr["value_float"].f, np.float32)
+            elif "value_floats" in attr:
+                values[node.output[0]] = np.array(attr["value_floats"].floats, np.float32)
+    return values
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names whose known element type is float32 (unknown types count as float)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception as e:  # shape inference fails on some custom ops; types then stay unknown
+        log.debug("shape inference failed (%s); treating unknown tensors as float", e)
+        inferred = model
+    g = inferred.graph
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *g.value_info]}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for name, value in constant_values(model).items():
+        types[name] = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+    names = {t for n in g.node for t in [*n.input, *n.output] if t} | set(types)
+    unknown = (0, onnx.TensorProto.UNDEFINED)
+    return {t for t in names if types.get(t, 0) in (onnx.TensorProto.FLOAT, *unknown)}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+def build_plan(
+    model: onnx.ModelProto,
+    config: QuantConfig,
+    *,
+    available: Collection[str] | None = None,
+) -> QuantPlan:
+    """Plan the quantization of `model` under `config`.
+
+    Args:
+        model: the float ONNX model.
+        config: the quantization config.
+        available: activation tensors that have statistics; a node needing another stays float
+            (None: assume all do, as when planning what to calibrate).
+    """
+    if config.mode == "dynamic":
+        return _dynamic_plan(model, config)
+    forced: dict[str, str] = {}
+    while True:
+        plan = _plan(model, config, forced)
+        if available is None:
+            return plan
+        acts = set(plan.activations)
+        missing = {}
+        for i in plan.quantized:
+            node = model.graph.node[i]
+            for t in [*node.input, *node.output]:
+                if t in acts and t not in available and t not in plan.fixed:
+                    missing[plan.node_names[i]] = f"no calibration statistics for {t!r}"
+        if not missing:
+            return plan
+        forced.update(missing)
+
+
+def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]) -> QuantPlan:
+    graph = model.graph
+    plan = QuantPlan(node_names(graph))
+    consts = constant_values(model)
+    floats = float_tensors(model)
+    outputs = {o.name for o in graph.output}
+    act_dtype = config.activation_dtype or "int8"
+    consumers: dict[str, list[int]] = defaultdict(list)
+    for i, node in enumerate(graph.node):
+        for t in node.input:
+            if t:
+                consumers[t].append(i)
+
+    data_of: dict[int, list[str]] = {}
+    for i, node in enumerate(graph.node):
+        name = plan.node_names[i]
+        rule = rule_for(node.op_type, node)
+        data = _data_inputs(node, rule, consts)
+        float_data = [t for t in data if t in floats]
+        float_out = [t for t in node.output if t and t in floats]
+        if not float_data or not float_out or node.op_type == "Constant":
+            continue  # integer arithmetic, constants: not ours to quantize
+        reason = forced.get(name) or _float_reason(node, name, rule, config, act_dtype)
+        if reason is not None or rule is None:
+            plan.float_nodes.append({"node": name, "op": node.op_type, "reason": str(reason)})
+            continue
+        plan.quantized[i] = rule
+        data_of[i] = float_data
+
+    acts: dict[str, None] = {}
+    const_inputs: dict[str, None] = {}
+    uf = _UnionFind()
+    for i, rule in plan.quantized.items():
+        node = graph.node[i]
+        for t in data_of[i]:
+            (const_inputs if t in consts else acts)[t] = None
+        outs = [t for t in node.output if t and t in floats]
+        acts.update(dict.fromkeys(outs))
+        if rule.output == "same":
+            linked = data_of[i] if rule.share_inputs else data_of[i][:1]
+            for t in [*linked, *outs]:
+                uf.union(t, outs[0])
+        if rule.output == "fixed":
+            for t in outs:
+                plan.fixed[t] = rule.fixed[act_dtype]
+        _plan_weights(plan, i, node, rule, consts)
+
+    for i, rule in plan.quantized.items():
+        out = graph.node[i].output[0]
+        users = consumers.get(out, [])
+        if (
+            rule.fuses_activation
+            and out not in outputs
+            and out not in uf.parent
+            and len(users) == 1
+            and users[0] in plan.quantized
+            and fusable_activation(graph.node[users[0]], consts)
+        ):
+            acts.pop(out, None)
+            plan.fused.append({"node": plan.node_names[i], "activation": plan.node_names[users[0]]})
+
+    plan.activations = list(acts)
+    plan.constants = list(const_inputs)
+    by_root: dict[str, list[str]] = defaultdict(list)
+    for t in [*plan.activations, *plan.constants]:
+        by_root[uf.find(t)].append(t)
+    plan.groups = list(by_root.values())
+    return plan
+
+
+def _data_inputs(
+    node: onnx.NodeProto, rule: OpRule | None, consts: Mapping[str, np.ndarray]
+) -> list[str]:
+    """Data input tensor names: the rule's, plus a weight input that is not a constant."""
+    if rule is None:
+        return [t for t in node.input if t]
+    idx = rule.data_inputs(node)
+    w = rule.weight
+    if w is not None and w < len(node.input) and node.input[w]:
+        if node.input[w] in consts:
+            idx = [k for k in idx if k != w]
+        elif w not in idx:
+            idx = [*idx, w]
+    return [node.input[k] for k in idx]
+
+
+def _float_reason(
+    node: onnx.NodeProto, name: str, rule: OpRule | None, config: QuantConfig, act_dtype: str
+) -> str | None:
+    if rule is None:
+        return UNLISTED_REASON
+    if rule.is_float:
+        return rule.reason
+    if name in config.exclude_nodes or node.name in config.exclude_nodes:
+        return EXCLUDED
+    if act_dtype == "int16" and not rule.int16:
+        return rule.reason or f"TFLite has no 16x8 {node.op_type} kernel"
+    if rule.output == "fixed" and act_dtype not in rule.fixed:
+        return f"TFLite has no {act_dtype} {node.op_type} kernel"
+    return None
+
+
+def _plan_weights(
+    plan: QuantPlan,
+    i: int,
+    node: onnx.NodeProto,
+    rule: OpRule,
+    consts: Mapping[str, np.ndarray],
+) -> None:
+    w_idx = rule.weight
+    if w_idx is None or w_idx >= len(node.input) or node.input[w_idx] not in consts:
+        return
+    w = consts[node.input[w_idx]]
+    if w.dtype != np.float32:
+        return
+    axis = weight_axis(rule, w.ndim)
+    bias = _bias_input(node, rule, consts, w, axis)
+    source = node.input[0] if bias else None
+    plan.weights.append(WeightUse(plan.node_names[i], node.input[w_idx], axis, bias, source))
+
+
+def _bias_input(
+    node: onnx.NodeProto,
+    rule: OpRule,
+    consts: Mapping[str, np.ndarray],
+    w: np.ndarray,
+    axis: int | None,
+) -> str | None:
+    """The bias input quantized as int32, or None when it must stay float."""
+    b_idx = rule.bias
+    if b_idx is None or b_idx >= len(node.input) or node.input[b_idx] not in consts:
+        return None
+    b = consts[node.input[b_idx]]
+    channels = w.shape[axis] if axis is not None else 1
+    if b.dtype != np.float32 or b.ndim != 1 or b.size % channels:
+        return None
+    attrs = {a.name: a.f for a in node.attribute if a.type == onnx.AttributeProto.FLOAT}
+    if node.op_type == "Gemm" and (attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+        return None  # TFLite's FC computes A·B + C; alpha/beta must be folded first
+    return node.input[b_idx]
+
+
+def _dynamic_plan(model: onnx.ModelProto, config: QuantConfig) -> QuantPlan:
+    """Dynamic mode: constant float weights of Conv/ConvTranspose/Gemm/MatMul only."""
+    plan = QuantPlan(node_names(model.graph))
+    consts = constant_values(model)
+    for i, node in enumerate(model.graph.node):
+        name = plan.node_names[i]
+        if node.op_type not in DYNAMIC_OPS:
+            continue
+        if name in config.exclude_nodes or node.name in config.exclude_nodes:
+            plan.float_nodes.append({"node": name, "op": node.op_type, "reason": EXCLUDED})
+            continue
+        rule = rule_for(node.op_type, node)
+        if rule is None or rule.weight is None or rule.weight >= len(node.input):
+            continue
+        w_name = node.input[rule.weight]
+        if w_name in consts and consts[w_name].dtype == np.float32:
+            plan.weights.append(WeightUse(name, w_name, weight_axis(rule, consts[w_name].ndim)))
+    return plan

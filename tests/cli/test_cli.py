@@ -1,0 +1,111 @@
+"""The command line: exit codes, one-line errors, the parity table, verify and inspect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bridge import cli
+from bridge.verify import tolerances
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = cli.main(["-q", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "digits"
+    assert cli.main(["-q", "convert", "zoo:digits_cnn", "-o", str(out)]) == cli.EXIT_OK
+    return out
+
+
+def test_convert_prints_parity_table(converted: Path) -> None:
+    report = json.loads((converted / "report.json").read_text())
+    assert report["passed"] and report["model"] == "digits_cnn"
+    assert {"torch_vs_ort", "ort_vs_tflite", "torch_vs_tflite"} <= set(report["parity"])
+    assert (converted / "model.tflite").exists() and (converted / "model.opt.onnx").exists()
+
+
+def test_convert_output_lists_pairs(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run(capsys, "convert", "zoo:digits_cnn", "-o", str(tmp_path / "d"), "--fp16")
+    assert code == cli.EXIT_OK
+    assert "torch ⇄ tflite" in out and "PASS" in out and "FAIL" not in out
+    assert "[fp16, NCHW]" in out
+
+
+def test_verify_and_inspect(capsys: pytest.CaptureFixture[str], converted: Path) -> None:
+    code, out, _ = run(capsys, "verify", str(converted))
+    assert code == cli.EXIT_OK and "ort ⇄ tflite" in out and "verified" in out
+    code, out, _ = run(capsys, "inspect", str(converted / "model.tflite"))
+    assert code == cli.EXIT_OK and "CONV_2D" in out and "input image: [1, 1, 28, 28]" in out
+    code, out, _ = run(capsys, "inspect", str(converted / "model.opt.onnx"))
+    assert code == cli.EXIT_OK and "ONNX opset" in out
+
+
+def test_corrupt_tflite_is_a_clear_error(
+    capsys: pytest.CaptureFixture[str], converted: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes((converted / "model.tflite").read_bytes()[:200])
+    code, _, err = run(capsys, "inspect", str(bad))
+    assert code == cli.EXIT_ERROR
+    assert (err.startswith("bridge: error:") and "bad.tflite" not in err) or "TFLite" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_parity_failure_exits_3_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(
+        tolerances.FLOORS, "fp32", {**tolerances.FLOORS["fp32"], "torch_vs_tflite": 1000.0}
+    )
+    out = tmp_path / "never"
+    code, _, err = run(capsys, "convert", "zoo:digits_cnn", "-o", str(out))
+    assert code == cli.EXIT_PARITY
+    assert "torch_vs_tflite" in err and "nothing was written" in err and "FAIL" in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_factory_module_and_input_flags(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tinynet.py").write_text(
+        textwrap.dedent("""
+        import torch
+        def build():
+            return torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "convert", "tinynet:build", "-o", "o1")
+    assert code == cli.EXIT_ERROR and "--input" in err
+    code, _, err = run(capsys, "convert", "tinynet:build", "--input", "x:1xq", "-o", "o1")
+    assert code == cli.EXIT_ERROR and "1xq" in err
+    code, out, _ = run(
+        capsys, "convert", "tinynet:build", "--input", "x:2x8", "--output-name", "y", "-o", "o1"
+    )
+    assert code == cli.EXIT_OK and "PASS" in out
+    code, _, err = run(capsys, "convert", "nosuchmodule:build", "-o", "o2")
+    assert code == cli.EXIT_ERROR and "nosuchmodule" in err
+
+
+def test_refuses_folder_with_other_model(
+    capsys: pytest.CaptureFixture[str], converted: Path
+) -> None:
+    code, _, err = run(capsys, "convert", "zoo:kws_conv1d", "-o", str(converted))
+    assert code == cli.EXIT_ERROR and "--overwrite" in err
+
+
+def test_console_script_usage_error() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "convert"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == cli.EXIT_USAGE and "-o/--output" in proc.stderr

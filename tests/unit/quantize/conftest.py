@@ -1,0 +1,86 @@
+"""Tiny models for the quantization tests, exported with the TorchScript exporter (opset 17)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from bridge.artifact import OnnxArtifact
+from bridge.contract import IOContract, TensorSpec, guess_layout
+
+
+def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
+    dims = tuple(
+        d.dim_value if d.HasField("dim_value") else None for d in vi.type.tensor_type.shape.dim
+    )
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type).name
+    return TensorSpec(vi.name, dims, dtype, guess_layout(dims))
+
+
+def artifact_from_onnx(model: onnx.ModelProto) -> OnnxArtifact:
+    """An artifact whose contract is read from the model's typed graph inputs and outputs."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = tuple(_spec(i) for i in model.graph.input if i.name not in inits)
+    outputs = tuple(_spec(o) for o in model.graph.output)
+    return OnnxArtifact(model, IOContract(inputs, outputs), stage="passes")
+
+
+def export(module: nn.Module, *shapes: tuple[int, ...]) -> OnnxArtifact:
+    """torch → ONNX (opset 17, TorchScript exporter) → artifact with inputs x0, x1, ..."""
+    torch.manual_seed(0)
+    module.eval()
+    args = tuple(torch.randn(*s) for s in shapes)
+    buf = io.BytesIO()
+    names = [f"x{i}" for i in range(len(shapes))]
+    torch.onnx.export(
+        module,
+        args,
+        buf,
+        opset_version=17,
+        dynamo=False,
+        input_names=names,
+        output_names=["y"],
+        do_constant_folding=True,
+    )
+    return artifact_from_onnx(onnx.load_from_string(buf.getvalue()))
+
+
+class SmallCNN(nn.Module):
+    """conv-relu, maxpool, two branches concatenated, conv-relu6, global pool, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.a = nn.Conv2d(8, 8, 3, padding=1)
+        self.b = nn.Conv2d(8, 8, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.c1(x)))
+        x = torch.cat([torch.relu(self.a(x)), self.b(x)], dim=1)
+        x = nn.functional.relu6(self.dw(x))
+        return self.fc(x.mean((2, 3)))
+
+
+@pytest.fixture(scope="session")
+def cnn() -> OnnxArtifact:
+    torch.manual_seed(0)
+    return export(SmallCNN(), (1, 3, 16, 16))
+
+
+def random_samples(artifact: OnnxArtifact, n: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(seed)
+    return [
+        tuple(
+            rng.standard_normal(s.concrete_shape()).astype(np.float32)
+            for s in artifact.contract.inputs
+        )
+        for _ in range(n)
+    ]
