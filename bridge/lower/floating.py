@@ -74,6 +74,7 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         if len(errors) > 1:
             log.error("%d more unsupported ops: %s", len(errors) - 1, [str(e) for e in errors[1:]])
         raise errors[0]
+    located = correspondence.locate(result.records, model, artifact.model)
     io_contract.match_io(model, contract)
     io_contract.check_io(model, contract)
     target = contract
@@ -89,7 +90,7 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
     data = tflite_io.save(model)
     facts = {
         "backend": backend_name(),
-        "correspondence": correspondence.build(result.records, moved, model, target),
+        "correspondence": correspondence.build(located, moved, model, target),
         **op_facts(model),
         "seconds": round(time.perf_counter() - start, 3),
         "onnx2tf_seconds": round(result.seconds, 3),

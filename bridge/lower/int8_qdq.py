@@ -13,7 +13,7 @@ point shifted by −128, which represents the same real values exactly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -68,11 +68,18 @@ class QdqModel:
         activations: float-graph tensor name → parameters of the QuantizeLinear on it.
         constants: float-graph initializer name → parameters of the DequantizeLinear that
             produced it (weights, biases, quantized constant operands).
+        renamed: float-graph name → QDQ-graph name, for the tensors that feed a graph output
+            through Q/DQ and so take the output's name in the float graph.
     """
 
     float_model: onnx.ModelProto
     activations: dict[str, QParams]
     constants: dict[str, QParams]
+    renamed: dict[str, str] = field(default_factory=dict)
+
+    def qdq_name(self, name: str) -> str:
+        """The QDQ model's name for float-graph tensor `name`."""
+        return self.renamed.get(name, name)
 
     @property
     def activation_dtype(self) -> str | None:
@@ -130,7 +137,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
     float_model = _rebuild(model, kept, aliases, folded)
     renames = _output_renames(g, aliases)
     activations = {renames.get(k, k): _normalise(v) for k, v in activations.items()}
-    return QdqModel(float_model, activations, constants)
+    return QdqModel(float_model, activations, constants, {v: k for k, v in renames.items()})
 
 
 def _constants(g: onnx.GraphProto) -> dict[str, np.ndarray]:

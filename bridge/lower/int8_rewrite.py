@@ -40,6 +40,7 @@ class Rewrite:
 
     computed_qparams: list[dict[str, str]] = field(default_factory=list)
     conversions: int = 0
+    integer_twin: dict[int, int] = field(default_factory=dict)
 
 
 def materialize(
@@ -266,6 +267,8 @@ def _activations(graph: Graph, plan: Plan, *, act_dtype: str, io_dtype: str, out
             )
         for kind, idx in phys.items():
             _retype(graph, idx, kind, qp, act_dtype)
+        if "int" in phys:
+            out.integer_twin[t] = phys["int"]
         if prod is not None:
             prod.outputs = np.asarray(
                 [phys[made] if o == t else o for o in prod.outputs], np.int32

@@ -24,6 +24,7 @@ from bridge.errors import ConfigError, LoweringError
 from bridge.lower import int8_assign, int8_fuse, int8_match, int8_rewrite, tflite_io
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
+from bridge.lower.modes import MODES
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,17 @@ IO_DTYPES = {"int8": ("float32", "int8", "uint8"), "int16": ("float32", "int16")
 _MODES = {"int8": "int8", "int16": "int16x8"}
 
 
+@MODES.register("int8")
 def lower_int8(
-    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str = "float32"
+    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str | None = None
 ) -> TfliteArtifact:
     """Lower a QDQ ONNX model with int8 activations to an int8 TFLite model.
 
     Args:
         qdq_artifact: the quantizer's QDQ model (int8 activations, int8 weights).
         nhwc: channel-last image inputs and outputs.
-        io_dtype: "float32" (QUANTIZE/DEQUANTIZE inside the model), "int8" or "uint8".
+        io_dtype: "float32" (QUANTIZE/DEQUANTIZE inside the model), "int8" or "uint8";
+            None takes the quantizer's choice (facts["quantization"]["io_dtype"]), else float32.
 
     Raises:
         ConfigError: unknown `io_dtype`.
@@ -49,24 +52,29 @@ def lower_int8(
     return lower_integer(qdq_artifact, nhwc=nhwc, io_dtype=io_dtype, act_dtype="int8")
 
 
+@MODES.register("int16x8")
 def lower_int16x8(
-    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str = "float32"
+    qdq_artifact: OnnxArtifact, *, nhwc: bool = False, io_dtype: str | None = None
 ) -> TfliteArtifact:
     """Lower a QDQ ONNX model with int16 activations to a 16x8 TFLite model (see lower_int8)."""
     return lower_integer(qdq_artifact, nhwc=nhwc, io_dtype=io_dtype, act_dtype="int16")
 
 
 def lower_integer(
-    qdq_artifact: OnnxArtifact, *, nhwc: bool, io_dtype: str, act_dtype: str
+    qdq_artifact: OnnxArtifact, *, nhwc: bool, io_dtype: str | None, act_dtype: str
 ) -> TfliteArtifact:
     """The shared path of lower_int8 and lower_int16x8."""
     from bridge.lower import lower_float
 
+    if io_dtype is None:
+        io_dtype = qdq_artifact.facts.get("quantization", {}).get("io_dtype", "float32")
     _check_io(io_dtype, act_dtype)
     qdq = read_qdq(qdq_artifact.model)
     float_artifact = qdq_artifact.evolve(model=qdq.float_model)
     float_tflite = lower_float(float_artifact, nhwc=nhwc)
-    return integerize(float_tflite, qdq_artifact, act_dtype=act_dtype, io_dtype=io_dtype, qdq=qdq)
+    return integerize(
+        float_tflite, qdq_artifact, act_dtype=act_dtype, io_dtype=str(io_dtype), qdq=qdq
+    )
 
 
 def _check_io(io_dtype: str, act_dtype: str) -> None:
@@ -112,8 +120,11 @@ def integerize(
     plan = int8_assign.assign(graph, matches, qdq, act_dtype=act_dtype, onnx_order=order)
     int8_assign.check(graph, plan, act_dtype=act_dtype)
     rewrite = int8_rewrite.materialize(graph, plan, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
-    tensor_map = {graph.name(t): src for t, src in plan.source.items()}
+    twins = [(graph.tensor(rewrite.integer_twin[t]), src) for t, src in plan.source.items()
+             if t in rewrite.integer_twin]
     graph.commit()
+    alive = {id(t) for t in graph.sg.tensors}
+    tensor_map = {tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive}
     data = tflite_io.save(model)
     _load_check(data)
     contract = _io_contract(float_tflite.contract, graph)
@@ -128,7 +139,8 @@ def integerize(
         "computed_qparams": rewrite.computed_qparams,
         "tensor_map": tensor_map,
         "unmatched_onnx": sorted(
-            set(qdq.activations) - {n for names in matches.values() for n in names}
+            qdq.qdq_name(n)
+            for n in set(qdq.activations) - {n for names in matches.values() for n in names}
         ),
         "float_lowering": {k: v for k, v in float_tflite.facts.items() if _jsonable(v)},
     }

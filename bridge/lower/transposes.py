@@ -1,17 +1,18 @@
-"""Cancel TRANSPOSE pairs that undo each other, directly or across one unary elementwise op.
+"""Cancel TRANSPOSE pairs that undo each other, directly or across unary elementwise ops.
 
-Two patterns, applied until nothing changes:
+Two rewrites, applied until nothing changes:
 
-    x ─TRANSPOSE(p1)→ a ─TRANSPOSE(p2)→ b                  with p1∘p2 = id:  readers of b read x
-    x ─TRANSPOSE(p1)→ a ─U→ u ─TRANSPOSE(p2)→ b            with p1∘p2 = id:  x ─U→ b
+    cancel:  x ─T(p1)→ a ─T(p2)→ b      with p1∘p2 = id   ⇒  readers of b read x
+    sink:    x ─T(p1)→ a ─U→ u ─T(p2)→ …  with p1∘p2 = id   ⇒  x ─U→ u' ─T(p1)→ u ─T(p2)→ …
 
 Applying p1 then p2 gives out[i] = x[p1[p2[i]]], so the pair is the identity when
-p1[p2[i]] = i for every i. U is any op that maps each element on its own (RELU, LOGISTIC, ...),
-so it commutes with a transpose. These pairs appear where onnx2tf's channel-last kernels meet a
-channel-first graph boundary, and where `layout.py` adds NHWC boundary transposes.
+p1[p2[i]] = i for every i. U is an op that maps each element on its own (RELU, LOGISTIC, ...),
+so it commutes with a transpose; sinking T(p1) below U lets `cancel` remove the pair. Such pairs
+appear where onnx2tf's channel-last kernels meet a channel-first graph boundary, and where
+`layout.py` adds channel-last boundary transposes.
 
-Tensors that vanish are reported in `moved`: old name → (surviving tensor name, perm), meaning
-the old tensor equals transpose(surviving tensor, perm), so tensor correspondences can follow.
+Vanished tensors are reported in `Moved` by object identity (names get reused by `layout.py`):
+old tensor → (surviving tensor, perm), meaning old = transpose(surviving, perm).
 """
 
 from __future__ import annotations
@@ -34,27 +35,53 @@ UNARY_ELEMENTWISE = frozenset(
     }
 )  # fmt: skip
 
-#: old tensor name → (name of the tensor that now holds its values, perm from that tensor).
-Moved = dict[str, tuple[str, tuple[int, ...]]]
+
+class Moved:
+    """Where vanished tensors went: old = transpose(new, perm), keyed by tensor object."""
+
+    def __init__(self) -> None:
+        self._moves: dict[int, tuple[Any, Any, tuple[int, ...]]] = {}
+
+    def add(self, old: Any, new: Any, perm: list[int] | tuple[int, ...]) -> None:
+        if old is not new:
+            self._moves[id(old)] = (old, new, tuple(perm))
+
+    def get(self, tensor: Any) -> tuple[Any, tuple[int, ...]] | None:
+        """(new tensor, perm) if `tensor` vanished, else None."""
+        entry = self._moves.get(id(tensor))
+        if entry is None or entry[0] is not tensor:
+            return None
+        return entry[1], entry[2]
+
+    def __len__(self) -> int:
+        return len(self._moves)
 
 
-def cancel_transposes(model: Any) -> tuple[int, Moved]:
+def cancel_transposes(model: Any, moved: Moved | None = None) -> tuple[int, Moved]:
     """Remove inverse TRANSPOSE pairs from the main subgraph in place.
 
     Returns:
-        (number of TRANSPOSE ops removed, moved tensors).
+        (number of TRANSPOSE ops removed, where vanished tensors went).
     """
-    moved: Moved = {}
+    moved = moved if moved is not None else Moved()
     removed = 0
-    while True:
-        n = _cancel_once(model, moved)
-        if n == 0:
+    for _ in range(10 * len(model.subgraphs[0].operators) + 10):  # each step shrinks or sinks
+        step = _cancel_once(model, moved)
+        if step is None:
             break
-        removed += n
+        removed += step
     if removed:
         graph_edit.prune_tensors(model)
         log.debug("cancelled %d TRANSPOSE ops", removed)
     return removed, moved
+
+
+def inverse(p: list[int] | tuple[int, ...]) -> list[int]:
+    """The permutation q with p[q[i]] = i, i.e. the transpose that undoes transpose(·, p)."""
+    q = [0] * len(p)
+    for i, v in enumerate(p):
+        q[v] = i
+    return q
 
 
 def _perm(model: Any, op: Any) -> list[int] | None:
@@ -64,90 +91,102 @@ def _perm(model: Any, op: Any) -> list[int] | None:
     return None if value is None else [int(v) for v in value.ravel()]
 
 
-def _is_inverse(p1: list[int], p2: list[int]) -> bool:
-    return len(p1) == len(p2) and all(p1[p2[i]] == i for i in range(len(p1)))
+def _is_inverse(p1: list[int] | None, p2: list[int] | None) -> bool:
+    if p1 is None or p2 is None or len(p1) != len(p2):
+        return False
+    return all(p1[p2[i]] == i for i in range(len(p1)))
 
 
-def _cancel_once(model: Any, moved: Moved) -> int:
-    """Apply the first matching pattern; return the number of TRANSPOSE ops removed."""
-    sg = model.subgraphs[0]
-    readers = graph_edit.consumers(sg)
-    writer = graph_edit.producers(sg)
-    outputs = {int(t) for t in sg.outputs}
-    names = [tflite_io.op_name(model, op) for op in sg.operators]
-    for i2, op2 in enumerate(sg.operators):
-        if names[i2] != "TRANSPOSE" or (p2 := _perm(model, op2)) is None:
+class _View:
+    """One snapshot of the subgraph's wiring, rebuilt after each rewrite."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.sg = model.subgraphs[0]
+        self.readers = graph_edit.consumers(self.sg)
+        self.writer = graph_edit.producers(self.sg)
+        self.outputs = {int(t) for t in self.sg.outputs}
+        self.inputs = {int(t) for t in self.sg.inputs}
+        self.names = [tflite_io.op_name(model, op) for op in self.sg.operators]
+        self.perms = [
+            _perm(model, op) if n == "TRANSPOSE" else None
+            for n, op in zip(self.names, self.sg.operators, strict=True)
+        ]
+
+
+def _cancel_once(model: Any, moved: Moved) -> int | None:
+    """Apply one rewrite; return the TRANSPOSE ops it removed, or None if none applies."""
+    v = _View(model)
+    for i2, p2 in enumerate(v.perms):
+        if p2 is None:
             continue
-        mid, b = int(op2.inputs[0]), int(op2.outputs[0])
-        i_mid = writer.get(mid)
-        if i_mid is None:
-            continue
-        if names[i_mid] == "TRANSPOSE":
-            p1 = _perm(model, sg.operators[i_mid])
-            if p1 is not None and _is_inverse(p1, p2):
-                return _cancel_pair(model, (i_mid, i2), readers, writer, outputs, moved, p2)
-        elif names[i_mid] in UNARY_ELEMENTWISE:
-            u_op = sg.operators[i_mid]
-            a = int(u_op.inputs[0])
-            i1 = writer.get(a)
-            if i1 is None or names[i1] != "TRANSPOSE" or len(readers[mid]) != 1:
-                continue
-            if mid in outputs or a in outputs or len(readers[a]) != 1 or _per_channel(sg, a, mid):
-                continue
-            p1 = _perm(model, sg.operators[i1])
-            if p1 is not None and _is_inverse(p1, p2):
-                x = int(sg.operators[i1].inputs[0])
-                u_op.inputs = u_op.inputs.copy()
-                u_op.inputs[0] = x
-                u_op.outputs = u_op.outputs.copy()
-                u_op.outputs[0] = b
-                _record(moved, sg, a, x, p1)
-                _record(moved, sg, mid, b, p1)
-                graph_edit.remove_ops(sg, {i1, i2})
-                return 2
-    return 0
+        i1 = v.writer.get(int(v.sg.operators[i2].inputs[0]))
+        if i1 is not None and _is_inverse(v.perms[i1], p2):
+            removed = _cancel(v, i1, i2, moved)
+            if removed:
+                return removed
+    for i1, p1 in enumerate(v.perms):
+        if p1 is not None and _sink(v, i1, p1, moved):
+            return 0
+    return None
 
 
-def _cancel_pair(
-    model: Any,
-    pair: tuple[int, int],
-    readers: dict[int, list[int]],
-    writer: dict[int, int],
-    outputs: set[int],
-    moved: Moved,
-    p2: list[int],
-) -> int:
-    """x ─T1→ a ─T2→ b with T2∘T1 = id: bypass T2, and drop T1 once nothing reads a."""
-    sg = model.subgraphs[0]
-    i1, i2 = pair
-    x = int(sg.operators[i1].inputs[0])
-    a, b = int(sg.operators[i2].inputs[0]), int(sg.operators[i2].outputs[0])
-    if b in outputs:
-        # b must keep its name and index as a graph output: let x's producer write b instead.
-        i_x = writer.get(x)
-        if i_x is None or x in outputs or b in {int(t) for t in sg.inputs}:
+def _cancel(v: _View, i1: int, i2: int, moved: Moved) -> int:
+    """x ─T1→ a ─T2→ b with T2∘T1 = id: readers of b read x; T1 goes once nothing reads a."""
+    sg = v.sg
+    x, a = int(sg.operators[i1].inputs[0]), int(sg.operators[i1].outputs[0])
+    b = int(sg.operators[i2].outputs[0])
+    if b in v.outputs:
+        # b is a graph output and keeps its index: let x's producer write b instead.
+        i_x = v.writer.get(x)
+        if i_x is None or x in v.outputs:
             return 0
         px = sg.operators[i_x]
         px.outputs = np.asarray([b if t == x else t for t in px.outputs], dtype=np.int32)
-        graph_edit.replace_input(sg, x, b, op_indices=readers[x])
-        _record(moved, sg, x, b, list(range(len(p2))))
+        graph_edit.replace_input(sg, x, b, op_indices=v.readers[x])
+        moved.add(sg.tensors[x], sg.tensors[b], range(len(sg.tensors[b].shape)))
+        x = b
     else:
-        graph_edit.replace_input(sg, b, x, op_indices=readers[b])
-        _record(moved, sg, b, x, list(range(len(p2))))
+        graph_edit.replace_input(sg, b, x, op_indices=v.readers[b])
+        moved.add(sg.tensors[b], sg.tensors[x], range(len(sg.tensors[x].shape)))
     drop = {i2}
-    if len(readers[a]) == 1 and a not in outputs:
+    if len(v.readers[a]) == 1 and a not in v.outputs:
         drop.add(i1)
-        _record(moved, sg, a, int(sg.operators[i1].inputs[0]), inverse(p2))
+        moved.add(sg.tensors[a], sg.tensors[x], v.perms[i1] or [])
     graph_edit.remove_ops(sg, drop)
     return len(drop)
 
 
-def inverse(p: list[int]) -> list[int]:
-    """The permutation q with p[q[i]] = i, i.e. the transpose that undoes transpose(·, p)."""
-    q = [0] * len(p)
-    for i, v in enumerate(p):
-        q[v] = i
-    return q
+def _sink(v: _View, i1: int, p1: list[int], moved: Moved) -> bool:
+    """x ─T1→ a ─U→ u, u read by an inverse of T1: make it x ─U→ u' ─T1→ u."""
+    sg = v.sg
+    x, a = int(sg.operators[i1].inputs[0]), int(sg.operators[i1].outputs[0])
+    if a in v.outputs or len(v.readers[a]) != 1:
+        return False
+    iu = v.readers[a][0]
+    u_op = sg.operators[iu]
+    if v.names[iu] not in UNARY_ELEMENTWISE or int(u_op.inputs[0]) != a:
+        return False
+    u = int(u_op.outputs[0])
+    if _per_channel(sg, a, u) or not any(_is_inverse(p1, v.perms[j]) for j in v.readers[u]):
+        return False
+    src, dst = sg.tensors[x], sg.tensors[u]
+    u_new = graph_edit.add_tensor(
+        v.model,
+        f"{tflite_io.tensor_name(dst)}__pre_transpose",
+        [int(d) for d in src.shape],
+        tflite_io.TENSOR_DTYPES[dst.type],
+        shape_signature=graph_edit.shape_of(src),
+    )
+    sg.tensors[u_new].quantization = dst.quantization
+    u_op.inputs = np.asarray([x, *u_op.inputs[1:]], dtype=np.int32)
+    u_op.outputs = np.asarray([u_new], dtype=np.int32)
+    t1 = sg.operators[i1]
+    t1.inputs = np.asarray([u_new, *t1.inputs[1:]], dtype=np.int32)
+    t1.outputs = np.asarray([u], dtype=np.int32)
+    sg.operators[i1], sg.operators[iu] = u_op, t1  # keep topological order: U, then T1
+    moved.add(sg.tensors[a], src, p1)
+    return True
 
 
 def _per_channel(sg: Any, *tensors: int) -> bool:
@@ -157,10 +196,3 @@ def _per_channel(sg: Any, *tensors: int) -> bool:
         if q is not None and q.scale is not None and len(q.scale) > 1:
             return True
     return False
-
-
-def _record(moved: Moved, sg: Any, old: int, new: int, perm: list[int]) -> None:
-    old_name = tflite_io.tensor_name(sg.tensors[old])
-    new_name = tflite_io.tensor_name(sg.tensors[new])
-    if old_name != new_name:
-        moved[old_name] = (new_name, tuple(perm))

@@ -23,8 +23,8 @@ from bridge.quantize.rules import RULES, OpRule, rule_for
 __all__ = [
     "OBSERVERS",
     "RULES",
-    "OpRule",
     "Observer",
+    "OpRule",
     "QuantConfig",
     "calibrate",
     "load_calibration",

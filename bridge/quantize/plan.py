@@ -4,8 +4,9 @@ Derived from the graph, the rules table and the config only (no data), so calibr
 which tensors to observe and the QDQ writer knows where to put QuantizeLinear/DequantizeLinear.
 
 - A node is quantized when its op has an integer rule for the activation dtype, it is not
-  excluded, and it has float data inputs. Float nodes with float data are listed with a reason;
-  integer-only nodes (shape arithmetic) are ignored.
+  excluded, and it has float data inputs; a "same"-scale node (reshape, pool, ...) also needs
+  a quantized compute node somewhere along its inputs or outputs. Float nodes with float data
+  are listed with a reason; integer-only nodes (shape arithmetic) are ignored.
 - Activations: the float, non-constant data inputs and outputs of quantized nodes, except the
   output of a Conv/Gemm/MatMul/Add/Sub/Mul that only feeds a fusable Relu/Clip (TFLite fuses it).
 - Shared-scale groups: a "same" op joins its output with its first data input; Concat/Max/Min
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 #: Ops whose constant weights dynamic mode quantizes.
 DYNAMIC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 EXCLUDED = "excluded by QuantConfig.exclude_nodes"
+ISOLATED_MOVE = "moves data between float ops only; no quantized neighbour"
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
             continue
         plan.quantized[i] = rule
         data_of[i] = float_data
+    _drop_isolated_moves(plan, graph, data_of, consumers)
 
     acts: dict[str, None] = {}
     const_inputs: dict[str, None] = {}
@@ -233,6 +236,35 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
         by_root[uf.find(t)].append(t)
     plan.groups = list(by_root.values())
     return plan
+
+
+def _drop_isolated_moves(
+    plan: QuantPlan,
+    graph: onnx.GraphProto,
+    data_of: Mapping[int, list[str]],
+    consumers: Mapping[str, list[int]],
+) -> None:
+    """Keep a "same"-scale node (reshape, transpose, pool, ...) quantized only when it reaches
+    a quantized compute node through its inputs or outputs: data movement between float ops
+    (a transpose before an LSTM, an expand of a constant) has nothing to gain from a QDQ."""
+    producer = {t: i for i, n in enumerate(graph.node) for t in n.output}
+    moves = {i for i, r in plan.quantized.items() if r.output == "same"}
+    keep = set(plan.quantized) - moves
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(moves - keep):
+            ins = (producer.get(t) for t in data_of[i])
+            outs = (c for t in graph.node[i].output for c in consumers.get(t, []))
+            if any(j in keep for j in ins) or any(j in keep for j in outs):
+                keep.add(i)
+                changed = True
+    for i in sorted(moves - keep):
+        del plan.quantized[i]
+        node = graph.node[i]
+        plan.float_nodes.append(
+            {"node": plan.node_names[i], "op": node.op_type, "reason": ISOLATED_MOVE}
+        )
 
 
 def _data_inputs(

@@ -101,3 +101,18 @@ def test_other_hard_sigmoid_and_lone_min_are_left_alone(g):
     )
     result = fuse_activation(model)
     assert (result.modified, result.count) == (False, 0)
+
+
+def test_chain_of_relus_becomes_one(g):
+    n = g.node
+    model = g.model(
+        [n("Relu", ["x"], ["a"]), n("Relu", ["a"], ["b"]), n("Relu", ["b"], ["y"])],
+        {"x": [2, 3]},
+        {"y": [2, 3]},
+    )
+    before = g.ort(model)
+    result = fuse_activation(model)
+    assert result.count == 1
+    assert g.ops(result.model) == ["Relu"]
+    assert result.model.graph.node[0].output == ["y"]
+    assert g.diff(before, g.ort(result.model)) <= EXACT

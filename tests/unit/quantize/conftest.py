@@ -69,10 +69,69 @@ class SmallCNN(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Heads(nn.Module):
+    """Sigmoid, tanh and softmax heads (fixed output qparams), a MatMul weight, a constant add
+    and a division (float-only in TFLite int8)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.f1, self.f2, self.f3 = nn.Linear(8, 6), nn.Linear(8, 6), nn.Linear(8, 6)
+        self.w = nn.Parameter(torch.randn(8, 6) * 0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        heads = torch.sigmoid(self.f1(x)) + torch.tanh(self.f2(x)) + torch.softmax(self.f3(x), -1)
+        return heads + (x @ self.w + 0.5) / 3
+
+
+class Seq(nn.Module):
+    """An LSTM (float-only) between a transpose and a ReLU + linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 5, batch_first=True)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        return self.fc(torch.relu(y))
+
+
+class Up(nn.Module):
+    """A grouped ConvTranspose (weight axis 1, bias repeated per group), resize, flatten."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(4, 4, 1)
+        self.t = nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.t(torch.relu(self.c(x)))
+        return nn.functional.interpolate(y, scale_factor=2, mode="nearest").flatten(1)
+
+
+def build(cls: type[nn.Module], *shapes: tuple[int, ...]) -> OnnxArtifact:
+    torch.manual_seed(0)
+    return export(cls(), *shapes)
+
+
 @pytest.fixture(scope="session")
 def cnn() -> OnnxArtifact:
-    torch.manual_seed(0)
-    return export(SmallCNN(), (1, 3, 16, 16))
+    return build(SmallCNN, (1, 3, 16, 16))
+
+
+@pytest.fixture(scope="session")
+def heads() -> OnnxArtifact:
+    return build(Heads, (4, 8))
+
+
+@pytest.fixture(scope="session")
+def seq() -> OnnxArtifact:
+    return build(Seq, (1, 7, 4))
+
+
+@pytest.fixture(scope="session")
+def up() -> OnnxArtifact:
+    return build(Up, (1, 4, 5, 5))
 
 
 def random_samples(artifact: OnnxArtifact, n: int, seed: int = 0) -> list[tuple[np.ndarray, ...]]:
@@ -84,3 +143,27 @@ def random_samples(artifact: OnnxArtifact, n: int, seed: int = 0) -> list[tuple[
         )
         for _ in range(n)
     ]
+
+
+def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    return {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def activation_qparams(model: onnx.ModelProto) -> dict[str, tuple[float, int]]:
+    """Float tensor fed to each QuantizeLinear → its (scale, zero point), read from the model."""
+    inits = initializers(model)
+    return {
+        n.input[0]: (float(inits[n.input[1]]), int(inits[n.input[2]]))
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear"
+    }
+
+
+def dequantized_constants(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
+    """DequantizeLinear output name → node, for DequantizeLinear nodes of initializers."""
+    inits = {t.name for t in model.graph.initializer}
+    return {
+        n.output[0]: n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }

@@ -1,0 +1,143 @@
+"""int8 benchmark: bridge's int8 (our calibrated scales) against onnx2tf's own per-channel int8
+(`-oiqt -qt per-channel`, tf_converter backend), calibrated on the same arrays, in one process.
+
+Per model: size, median LiteRT latency at 1 and 2 threads, SQNR vs torch on held-out inputs,
+conversion time, and bridge/anchor ratios against the targets (size ≤ 1.0×, latency ≤ 0.95×,
+SQNR ≥ anchor + 3 dB, conversion time ≤ 0.25×). Writes tools/results/bench_quant.json.
+
+    python tools/bench_quant.py [--models mobilenet_v2] [--observer histogram] [--calib 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+import bridge
+import models
+from bridge.contract import IOContract
+from bridge.verify.feeds import random_feeds
+from bridge.verify.runners import TorchRunner
+from tools._anchors import onnx2tf_int8
+from tools._bench import print_table, write_json
+from tools.bench_float import measure
+
+DEFAULT_MODELS = "mobilenet_v2,resnet18,efficientnet_lite0"
+TARGETS = {"size": 1.0, "latency_1t": 0.95, "sqnr_gain_db": 3.0, "convert_time": 0.25}
+
+
+def bench(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
+    model, inputs = models.get(name)
+    opts = models.convert_options(name)
+    # Calibration and evaluation inputs: seeded, disjoint.
+    probe = bridge.convert(model, inputs, work / name / "fp32", overwrite=True, **opts)
+    contract = IOContract.from_dict(probe.report["contract"])
+    calib = [random_feeds(contract, seed=1000 + i) for i in range(args.calib)]
+    feeds = [random_feeds(contract, seed=s) for s in range(args.eval)]
+    runner = TorchRunner(model, contract)
+    per = [runner.run(f) for f in feeds]
+    reference = {k: np.concatenate([p[k] for p in per]) for k in per[0]}
+
+    t0 = time.perf_counter()
+    ours = bridge.convert(
+        model,
+        inputs,
+        work / name / "int8",
+        quantize="int8",
+        calibration=[tuple(c[n] for n in contract.input_names) for c in calib],
+        observer=args.observer,
+        overwrite=True,
+        **opts,
+    )
+    ours_s = time.perf_counter() - t0
+    row = measure(ours.tflite_path, contract, feeds, reference, args.runs)
+    row.update(model=name, tool=f"bridge ({args.observer})", convert_s=ours_s)
+
+    anchor, anchor_s = onnx2tf_int8(work / name / "fp32" / "model.onnx", contract, calib)
+    blob = anchor["int8"]
+    theirs = {"model": name, "tool": "onnx2tf tf_converter", "convert_s": anchor_s}
+    theirs.update(
+        measure(blob, contract, feeds, reference, args.runs)
+        if isinstance(blob, bytes)
+        else {"error": blob}
+    )
+    return [row, theirs]
+
+
+def ratios(ours: dict, theirs: dict) -> dict:
+    r = {
+        "model": ours["model"],
+        "size": ours["size_mb"] / theirs["size_mb"],
+        "latency_1t": ours["latency_ms_1t"] / theirs["latency_ms_1t"],
+        "latency_2t": ours["latency_ms_2t"] / theirs["latency_ms_2t"],
+        "sqnr_gain_db": ours["sqnr_db"] - theirs["sqnr_db"],
+        "convert_time": ours["convert_s"] / theirs["convert_s"],
+    }
+    r["targets_met"] = bool(
+        r["size"] <= TARGETS["size"]
+        and r["latency_1t"] <= TARGETS["latency_1t"]
+        and r["sqnr_gain_db"] >= TARGETS["sqnr_gain_db"]
+        and r["convert_time"] <= TARGETS["convert_time"]
+    )
+    return r
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=DEFAULT_MODELS)
+    p.add_argument("--observer", default="histogram")
+    p.add_argument("--calib", type=int, default=32, help="calibration samples")
+    p.add_argument("--eval", type=int, default=8, help="held-out evaluation samples")
+    p.add_argument("--runs", type=int, default=50, help="timed invokes per latency")
+    args = p.parse_args()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models.split(","):
+            rows += bench(name, args, Path(tmp))
+    header = ["model", "tool", "size MB", "ms 1t", "ms 2t", "SQNR dB", "convert s", "note"]
+    print_table(
+        header,
+        [
+            [
+                r["model"],
+                r["tool"],
+                r.get("size_mb", ""),
+                r.get("latency_ms_1t", ""),
+                r.get("latency_ms_2t", ""),
+                r.get("sqnr_db", ""),
+                r.get("convert_s", ""),
+                r.get("error", ""),
+            ]
+            for r in rows
+        ],
+    )
+    rat = [
+        ratios(o, t)
+        for o, t in zip(rows[::2], rows[1::2], strict=True)
+        if "error" not in o and "error" not in t
+    ]
+    if rat:
+        print(f"\nbridge / anchor ratios (targets: {TARGETS})")
+        print_table(list(rat[0]), [list(r.values()) for r in rat])
+    path = write_json(
+        "bench_quant",
+        {
+            "observer": args.observer,
+            "calibration": args.calib,
+            "rows": rows,
+            "ratios": rat,
+            "targets": TARGETS,
+        },
+    )
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
