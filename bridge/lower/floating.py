@@ -17,9 +17,10 @@ from typing import Any
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import CHANNEL_FIRST, IOContract
-from bridge.errors import ConfigError, LoweringError
+from bridge.errors import ConfigError, LoweringError, UnsupportedOpError
 from bridge.lower import (
     correspondence,
+    fused_outputs,
     graph_edit,
     io_contract,
     layout,
@@ -71,9 +72,16 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
     model = tflite_io.load(result.tflite)
     errors = unsupported.custom_ops(model, artifact.model)
     if errors:
+        first = errors[0]
         if len(errors) > 1:
-            log.error("%d more unsupported ops: %s", len(errors) - 1, [str(e) for e in errors[1:]])
-        raise errors[0]
+            others = ", ".join(f"{e.node} ({e.op})" for e in errors[1:])
+            first = UnsupportedOpError(
+                f"{first} Also unsupported: {others}.", node=first.node, op=first.op
+            )
+        raise first
+    restored = fused_outputs.restore_fused_outputs(model, result.records)
+    if restored:
+        log.info("restored outputs onnx2tf fused into an activation: %s", restored)
     located = correspondence.locate(result.records, model, artifact.model)
     io_contract.match_io(model, contract)
     io_contract.check_io(model, contract)
