@@ -45,8 +45,8 @@ def to_channel_last_io(model: Any, inputs: Iterable[str], outputs: Iterable[str]
     new_ops = []
     for name in inputs:
         idx = _lookup(by_name, name, "input")
-        inner = _rename_inner(sg, idx)
         rank = _rank(sg, idx)
+        inner = _rename_inner(sg, idx)
         outer = _permuted_copy(model, idx, name, channel_last_perm(rank))
         new_ops.append(graph_edit.transpose_op(model, outer, inner, channel_first_perm(rank)))
         sg.inputs = np.asarray([outer if t == inner else t for t in sg.inputs], dtype=np.int32)
@@ -55,12 +55,43 @@ def to_channel_last_io(model: Any, inputs: Iterable[str], outputs: Iterable[str]
     by_name = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in sg.outputs}
     for name in outputs:
         idx = _lookup(by_name, name, "output")
-        inner = _rename_inner(sg, idx)
         perm = channel_last_perm(_rank(sg, idx))
+        inner = _rename_inner(sg, idx)
         outer = _permuted_copy(model, idx, name, perm)
         sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
         sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
     _retarget_signatures(model)
+
+
+def restore_channel_first_outputs(model: Any, contract: Any) -> list[str]:
+    """Transpose back outputs onnx2tf left channel-last although the contract is channel-first.
+
+    Even with every input shape kept, onnx2tf 2.6.9 sometimes returns a 4-D output (after
+    Resize or ConvTranspose, say) in NHWC. An output whose shape is exactly the channel-last
+    permutation of its channel-first contract shape gets a TRANSPOSE back. A square shape that
+    hides the permutation is not guessed at: parity catches it and the conversion fails.
+    Returns the names of the outputs fixed.
+    """
+    sg = model.subgraphs[0]
+    by_name = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in sg.outputs}
+    fixed = []
+    for spec in contract.outputs:
+        idx = by_name.get(spec.name)
+        if idx is None or spec.rank < 3 or not spec.layout.startswith("NC"):
+            continue
+        shape = [int(d) for d in sg.tensors[idx].shape]
+        want = list(spec.concrete_shape())
+        last = [want[p] for p in channel_last_perm(spec.rank)]
+        if shape == want or shape != last:
+            continue
+        perm = channel_first_perm(spec.rank)
+        inner = _rename_inner(sg, idx)
+        outer = _permuted_copy(model, idx, spec.name, perm)
+        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+        sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
+        fixed.append(spec.name)
+    _retarget_signatures(model)
+    return fixed
 
 
 def _lookup(by_name: dict[str, int], name: str, kind: str) -> int:

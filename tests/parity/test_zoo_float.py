@@ -14,8 +14,10 @@ from bridge.verify import tolerances
 from bridge.verify.runners import LiteRTRunner
 from tests.parity.conftest import zoo_params
 
-#: fp16 stores weights in half the bytes; graph structure and int32 constants stay as they are.
+#: fp16 stores weights in half the bytes; graph structure and int32 constants stay as they are,
+#: so the ratio is checked only where weights dominate the file.
 FP16_MAX_SIZE_RATIO = 0.6
+FP16_SIZE_CHECK_MIN_PARAMS = 100_000
 
 
 def _convert(name: str, mode: str | None, out: Path) -> bridge.Conversion:
@@ -74,7 +76,10 @@ def test_fp16(name: str, tmp_path: Path) -> None:
     assert half_consts
     assert tflite_io.op_histogram(result.tflite_path.read_bytes())["DEQUANTIZE"] >= 1
     ratio = result.tflite_path.stat().st_size / fp32.tflite_path.stat().st_size
-    assert ratio <= FP16_MAX_SIZE_RATIO, ratio
+    assert ratio < 1.0, ratio
+    params = sum(p.numel() for p in models.get(name)[0].parameters())
+    if params >= FP16_SIZE_CHECK_MIN_PARAMS:
+        assert ratio <= FP16_MAX_SIZE_RATIO, ratio
 
 
 def test_sequence_input_is_never_transposed(tmp_path: Path) -> None:
