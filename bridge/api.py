@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 QUANT_MODES = ("int8", "int16x8")
+#: dynamic_batch=True is verified at this batch size too, besides the batch-1 samples.
+CHECK_BATCH = 4
+_RUNTIME_NAMES = {
+    "torch": "PyTorch model",
+    "ort": "exported ONNX model",
+    "qdq": "quantized ONNX model",
+    "tflite": "lowered .tflite",
+}
 VERSION = "0.1.0"
 
 FILES = {
@@ -38,6 +46,7 @@ FILES = {
     "samples": "verify.npz",
     "report": "report.json",
     "markdown": "report.md",
+    "html": "report.html",
 }
 
 
@@ -160,6 +169,16 @@ def convert(
             model=opts.model_name,
             lsb_scales=_output_scales(qdq),
         )
+        if opts.dynamic_batch:
+            batched = _check_dynamic_batch(runners, optimised.contract, mode, opts, qdq)
+            verdict["failures"] += [f"batch {CHECK_BATCH}: {f}" for f in batched["failures"]]
+            verdict["passed"] = verdict["passed"] and batched["passed"]
+    with _timed(timings, "layers"):
+        from bridge.verify.localize import localize_conversion
+
+        layers = localize_conversion(
+            model, exported, optimised, qdq, lowered, feeds, model_name=opts.model_name
+        )
     timings["total"] = time.perf_counter() - t_all
 
     report = _report(
@@ -173,6 +192,9 @@ def convert(
         verdict=verdict,
         timings=timings,
     )
+    report["layers"] = layers
+    if opts.dynamic_batch:
+        report["dynamic_batch"] = {"batch": CHECK_BATCH, "parity": batched["pairs"]}
     if not verdict["passed"]:
         raise ParityError(
             "parity check failed, nothing was written: " + "; ".join(verdict["failures"]),
@@ -183,7 +205,7 @@ def convert(
         report=report,
         exported=exported,
         optimised=optimised,
-        qdq=qdq,
+        qdq=qdq if "qdq" in runners else None,  # only verified files are written
         lowered=lowered,
         feeds=feeds,
         reference=results["torch"],
@@ -236,11 +258,11 @@ def _quantize(
 
 def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: int):
     """Stream calibration samples through, keeping the first `n` for verification."""
-    from bridge.quantize.calibrate import load_calibration
+    from bridge.quantize.calibrate import load_calibration, sample_feeds
 
-    for sample in load_calibration(calibration, contract):
+    for index, sample in enumerate(load_calibration(calibration, contract)):
         if len(kept) < n:
-            kept.append(_as_feeds(sample, contract))
+            kept.append(sample_feeds(sample, contract, index))  # checked: CalibrationError
         yield sample
 
 
@@ -259,12 +281,10 @@ def _numpy(x: Any) -> np.ndarray:
 
 
 def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:
+    """Lower in `mode`; integer I/O (`io_dtype`) travels in the QDQ artifact's facts."""
     from bridge.lower import lower
 
-    kwargs: dict[str, Any] = {"mode": mode, "nhwc": opts.nhwc_inputs}
-    if mode in QUANT_MODES:
-        kwargs["io_dtype"] = opts.io_dtype
-    return lower(artifact, **kwargs)
+    return lower(artifact, mode=mode, nhwc=opts.nhwc_inputs)
 
 
 def _verification_feeds(example_inputs, contract: IOContract, calib, opts: ConvertOptions):
@@ -275,6 +295,28 @@ def _verification_feeds(example_inputs, contract: IOContract, calib, opts: Conve
         feeds.append(random_feeds(contract, seed=seed))
         seed += 1
     return feeds
+
+
+def _check_dynamic_batch(runners, contract: IOContract, mode: str, opts, qdq) -> dict[str, Any]:
+    """Parity at batch CHECK_BATCH; ConfigError if a runtime cannot run that batch at all."""
+    feed = random_feeds(contract, seed=opts.seed + 100, batch=CHECK_BATCH)
+    results = {}
+    for name, runner in runners.items():
+        try:
+            results[name] = runner.run(feed)
+        except Exception as e:  # the model's own error in torch, or LiteRT failing to resize
+            raise ConfigError(
+                f"dynamic_batch=True, but the {_RUNTIME_NAMES.get(name, name)} does not run at "
+                f"batch {CHECK_BATCH}: {e}. Convert with a fixed batch (dynamic_batch=False), "
+                "or remove batch-size assumptions from the model (x.view(1, -1) → x.flatten(1))"
+            ) from e
+    return parity.check(
+        results,
+        mode=mode,
+        output_names=contract.output_names,
+        model=opts.model_name,
+        lsb_scales=_output_scales(qdq),
+    )
 
 
 def _output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
@@ -290,7 +332,7 @@ def _output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
 
 
 def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):
-    lowering = {k: v for k, v in lowered.facts.items() if k != "correspondence"}
+    lowering = dict(lowered.facts)
     report: dict[str, Any] = {
         "bridge_version": VERSION,
         "fingerprint": fingerprint,
@@ -318,6 +360,7 @@ def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdi
 
 
 def _write(out: Path, *, report, exported, optimised, qdq, lowered, feeds, reference):
+    from bridge.verify.html import render_html
     from bridge.verify.report import render_markdown
 
     with outdir.staging(out) as tmp:
@@ -332,9 +375,11 @@ def _write(out: Path, *, report, exported, optimised, qdq, lowered, feeds, refer
         arrays.update({f"torch/{k}": v for k, v in reference.items()})
         np.savez(tmp / FILES["samples"], **arrays)
         (tmp / FILES["markdown"]).write_text(render_markdown(report))
+        (tmp / FILES["html"]).write_text(render_html(report))
         (tmp / FILES["report"]).write_text(json.dumps(report, indent=1, default=_json_default))
-        names += [FILES["tflite"], FILES["samples"], FILES["markdown"], FILES["report"]]
-        placed = outdir.commit(tmp, out, names)
+        names += [FILES["tflite"], FILES["samples"], FILES["markdown"], FILES["html"]]
+        names.append(FILES["report"])
+        placed = outdir.commit(tmp, out, names, replaces=FILES.values())
     return Conversion(
         tflite_path=placed[FILES["tflite"]],
         onnx_path=placed[FILES["opt"]],

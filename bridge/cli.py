@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if e.report:
             print(table(PARITY_HEADER, parity_rows(e.report)), file=sys.stderr)
+            if e.report.get("layers", {}).get("first_divergence"):
+                print(e.report["layers"]["first_divergence"]["explanation"], file=sys.stderr)
         print(f"bridge: error: {e}", file=sys.stderr)
         return EXIT_PARITY
     except BridgeError as e:
@@ -80,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         help="float16 weights, float32 compute",
     )
     mode.add_argument("--quantize", choices=["fp16", "dynamic", "int8", "int16x8"], dest="mode")
+    mode.add_argument(
+        "--modes",
+        metavar="M1,M2,...",
+        help="convert in each mode (fp32,fp16,dynamic,int8,int16x8) into OUTPUT/<mode>/ and "
+        "compare them in OUTPUT/report.html and report.md",
+    )
     c.add_argument(
         "--calibration",
         metavar="SOURCE",
@@ -100,6 +108,16 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="re-run the parity check of an output folder")
     v.add_argument("folder", type=Path)
     v.set_defaults(func=_verify)
+
+    d = sub.add_parser("debug", help="per-layer comparison: name the first diverging layer")
+    d.add_argument("folder", type=Path, help="a conversion folder (or a --modes parent folder)")
+    d.add_argument(
+        "--model",
+        metavar="MODULE:FACTORY",
+        help="the converted torch model (or zoo:NAME), to compare torch layers too",
+    )
+    d.add_argument("--samples", type=int, help="use at most N stored verification samples")
+    d.set_defaults(func=_debug)
 
     i = sub.add_parser("inspect", help="describe a .tflite or .onnx file")
     i.add_argument("file", type=Path)
@@ -129,6 +147,8 @@ def _convert(args: argparse.Namespace) -> int:
 
         options = {**convert_options(args.factory[4:]), **options}
     calibration = _calibration(args.calibration, inputs)
+    if args.modes:
+        return _convert_modes(args, model, inputs, calibration, options)
     result = bridge.convert(
         model, inputs, args.output, quantize=args.mode, calibration=calibration, **options
     )
@@ -224,6 +244,34 @@ def _calibration(source: str | None, inputs: tuple) -> Any:
             for _ in range(n)
         ]
     return source
+
+
+def _convert_modes(args, model, inputs, calibration, options) -> int:
+    from bridge.verify.modes_table import convert_modes, render_text
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    summary = convert_modes(model, inputs, args.output, modes, calibration=calibration, **options)
+    print(render_text(summary))
+    print(f"wrote {args.output / 'report.html'}")
+    return EXIT_PARITY if summary["failed"] else EXIT_OK
+
+
+def _debug(args: argparse.Namespace) -> int:
+    from bridge.verify.layer_report import render_text
+    from bridge.verify.localize import localize_dir
+
+    module = _load_factory(args.model, [])[0] if args.model else None
+    folders = [args.folder]
+    if not (args.folder / "report.json").exists():
+        folders = sorted(p.parent for p in args.folder.glob("*/report.json")) or folders
+    diverged = False
+    for folder in folders:
+        layers = localize_dir(folder, module=module, samples=args.samples)
+        if len(folders) > 1:
+            print(f"== {folder}")
+        print(render_text(layers))
+        diverged |= layers["first_divergence"] is not None
+    return EXIT_PARITY if diverged else EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:

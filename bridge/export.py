@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,14 @@ from bridge.errors import ConfigError, ExportError, ShapeError
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+
+#: Protobuf cannot serialise a message of 2 GiB or more, so a bigger ONNX model needs external
+#: data files, which bridge does not handle (and a TFLite flatbuffer has the same 2 GiB limit).
+#: Models whose weights pass this size (2 GiB less room for the graph) are refused up front.
+MAX_MODEL_BYTES = 2**31 - 2**26
+
+#: With dynamic_batch=True the model must also run on the example inputs repeated this often.
+BATCH_REPEAT = 4
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ def export(model: object, example_inputs: Sequence[object], config: ExportConfig
 
     module = _as_module(model)
     inputs = _check_inputs(example_inputs)
+    _check_size(_weight_bytes(module), "weights (parameters and buffers)")
     with torch.inference_mode(), _module_trail(module) as trail:
         try:
             outputs = _flatten(module(*inputs))
@@ -54,8 +64,12 @@ def export(model: object, example_inputs: Sequence[object], config: ExportConfig
             ) from e
     in_names = _names(config.input_names, len(inputs), "input")
     out_names = _names(config.output_names, len(outputs), "output")
+    if config.dynamic_batch:
+        _check_batch(module, inputs, outputs, out_names)
     contract = _contract(inputs, outputs, in_names, out_names, config)
     proto = _torch_export(module, inputs, in_names, out_names, config)
+    _check_size(proto.ByteSize(), "exported ONNX model")
+    _check_graph_inputs(proto, in_names)
     log.info("exported %d nodes, opset %d", len(proto.graph.node), config.opset)
     return OnnxArtifact(
         proto,
@@ -77,6 +91,61 @@ def _as_module(model: object) -> object:
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     return model.eval()
+
+
+def _check_batch(module: object, inputs: tuple, outputs: list, out_names: list[str]) -> None:
+    """ConfigError unless the model runs at BATCH_REPEAT times the batch and its outputs
+    follow the batch (a model that hard-codes its batch cannot have a dynamic one)."""
+    import torch
+
+    bigger = tuple(torch.cat([t] * BATCH_REPEAT) if t.dim() else t for t in inputs)
+    fix = (
+        "Convert with a fixed batch (dynamic_batch=False), or remove batch-size assumptions "
+        "from the model (x.view(1, -1) → x.flatten(1))"
+    )
+    with torch.inference_mode(), _module_trail(module) as trail:
+        try:
+            got = _flatten(module(*bigger))  # type: ignore[operator]
+        except Exception as e:
+            where = trail[-1] if trail else "the model"
+            raise ConfigError(
+                f"dynamic_batch=True, but the model fails at batch {len(bigger[0])} in {where}: "
+                f"{str(e).splitlines()[0] if str(e) else e!r}. {fix}"
+            ) from e
+    for name, small, big in zip(out_names, outputs, got, strict=True):
+        if small.dim() and big.shape[0] != small.shape[0] * BATCH_REPEAT:
+            raise ConfigError(
+                f"dynamic_batch=True, but output {name!r} has shape {tuple(big.shape)} at input "
+                f"batch {len(bigger[0])} (shape {tuple(small.shape)} at the example's batch): "
+                f"its first axis does not follow the batch. {fix}"
+            )
+
+
+def _check_graph_inputs(proto: onnx.ModelProto, in_names: list[str]) -> None:
+    """torch.onnx.export drops inputs that no output depends on; the contract would lie."""
+    kept = {i.name for i in proto.graph.input}
+    dropped = [(k, n) for k, n in enumerate(in_names) if n not in kept]
+    if dropped:
+        listed = ", ".join(f"{n!r} (example_inputs[{k}])" for k, n in dropped)
+        raise ExportError(
+            f"input {listed} does not reach any output, so torch.onnx.export dropped it; "
+            "use it in forward() or remove it from the model's inputs"
+        )
+
+
+def _weight_bytes(module: object) -> int:
+    tensors = [*module.parameters(), *module.buffers()]  # type: ignore[attr-defined]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _check_size(size: int, what: str) -> None:
+    if size > MAX_MODEL_BYTES:
+        raise ExportError(
+            f"the model's {what} take {size / 2**30:.2f} GiB; bridge converts models up to "
+            f"{MAX_MODEL_BYTES / 2**30:.2f} GiB (ONNX protobuf and TFLite flatbuffers stop at "
+            "2 GiB and external-data ONNX is not supported). Convert the model in parts (for "
+            "example encoder and decoder separately) or make it smaller"
+        )
 
 
 def _check_inputs(example_inputs: Sequence[object]) -> tuple:
@@ -161,7 +230,7 @@ def _torch_export(module, inputs, in_names, out_names, config: ExportConfig) -> 
                 do_constant_folding=True,
             )
         except Exception as e:
-            where = f" in module {trail[-1]}" if trail else ""
+            where = f" in module {trail[-1]}" if trail else _locate(module, inputs, str(e))
             raise ExportError(
                 f"torch.onnx.export failed{where}: {str(e).splitlines()[0] if str(e) else e!r}. "
                 "Rewrite that module with ONNX-exportable ops, or wrap it so it is traced in "
@@ -171,6 +240,47 @@ def _torch_export(module, inputs, in_names, out_names, config: ExportConfig) -> 
         return onnx.load_from_string(buf.getvalue())
     except Exception as e:
         raise ExportError(f"torch produced an unreadable ONNX model: {e}") from e
+
+
+_ATEN_OP = re.compile(r"'(aten::\w+)'")
+_SCOPE = re.compile(r"scope: (\S+)")
+
+
+def _locate(module: object, inputs: tuple, message: str) -> str:
+    """' in module <path> (<Type>)' for an export failure the trail cannot place, else "".
+
+    torch names an unsupported operator ('aten::fft_rfft') or the scope of the value that
+    failed; a trace with module names as scopes finds the module that calls that operator.
+    """
+    modules = dict(module.named_modules())  # type: ignore[attr-defined]
+    found = _SCOPE.search(message)
+    path = found.group(1).rsplit("::", 1)[-1] if found else None
+    op = _ATEN_OP.search(message)
+    if op is not None:
+        path = _trace_scope(module, inputs, op.group(1), modules)
+    if path is None or path not in modules:
+        return ""
+    return f" in module {path or '<root>'} ({type(modules[path]).__name__})"
+
+
+def _trace_scope(module: object, inputs: tuple, kind: str, modules: dict) -> str | None:
+    """The qualified name of the module whose forward calls the traced operator `kind`."""
+    import torch
+
+    trace = torch.jit._trace
+    saved = trace._trace_module_map
+    trace._trace_module_map = {m: name or "<root>" for name, m in modules.items()}
+    try:
+        graph, _ = torch.jit._get_trace_graph(module, inputs)
+    except Exception:  # a best-effort hint: the export error itself is what the user sees
+        return None
+    finally:
+        trace._trace_module_map = saved
+    for node in graph.nodes():
+        if node.kind() == kind:
+            name = node.scopeName().rsplit("/", 1)[-1]
+            return "" if name == "<root>" else name
+    return None
 
 
 @contextlib.contextmanager

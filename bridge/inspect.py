@@ -24,7 +24,11 @@ def describe(path: str | Path) -> str:
 def _describe_tflite(p: Path, data: bytes) -> str:
     from bridge.lower import tflite_io
 
-    model = tflite_io.load(data)
+    try:
+        model = tflite_io.load(data)
+        tflite_io.check_indices(model)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{p}: {e}") from e
     sg = model.subgraphs[0]
     lines = [f"{p}: TFLite, {len(data) / 1e6:.2f} MB, {len(sg.operators)} operators"]
     for kind, idx in (("input", sg.inputs), ("output", sg.outputs)):

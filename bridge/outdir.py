@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from bridge.errors import OutputDirError
+
+log = logging.getLogger(__name__)
 
 REPORT = "report.json"
 
@@ -62,16 +67,57 @@ def staging(path: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def commit(staged: Path, path: Path, names: list[str]) -> dict[str, Path]:
-    """Move `names` from `staged` into `path` (each an atomic rename); the report goes last."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputDirError(f"cannot create output folder {path}: {e}") from e
+def commit(
+    staged: Path, path: Path, names: list[str], *, replaces: Iterable[str] = ()
+) -> dict[str, Path]:
+    """Move `names` from `staged` into `path`; a Ctrl-C arriving meanwhile waits until it is done.
+
+    A new folder appears in a single rename. In an existing folder the old report goes first
+    (a folder without report.json is visibly incomplete), then the files in `replaces` that
+    this commit does not bring, then each new file (an atomic rename), the report last.
+    """
     ordered = [n for n in names if n != REPORT] + [n for n in names if n == REPORT]
-    placed: dict[str, Path] = {}
-    for name in ordered:
-        target = path / name
-        os.replace(staged / name, target)
-        placed[name] = target
+    with _deferred_interrupt():
+        if not path.exists() and sorted(os.listdir(staged)) == sorted(names):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                staged.chmod(0o777 & ~_umask())
+                os.rename(staged, path)
+                return {name: path / name for name in ordered}
+            except OSError:
+                log.debug("could not rename %s to %s; moving file by file", staged, path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputDirError(f"cannot create output folder {path}: {e}") from e
+        (path / REPORT).unlink(missing_ok=True)
+        for name in set(replaces) - set(names):
+            (path / name).unlink(missing_ok=True)
+        placed: dict[str, Path] = {}
+        for name in ordered:
+            target = path / name
+            os.replace(staged / name, target)
+            placed[name] = target
     return placed
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold SIGINT until the block ends (main thread only: signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)

@@ -8,10 +8,11 @@ dequantize the int32 result; biases and every other tensor stay float32.
 Weight scales come from the QDQ model when it has them (the bridge quantizer's "dynamic" mode
 writes DequantizeLinear on the weights only), else from max|w_c| / 127 per channel.
 
-Hybrid kernels shrink the file about 4× but are not faster on a CPU with XNNPACK: XNNPACK does
-not take hybrid convolutions, so they run on LiteRT's reference-optimised kernels. On the
-development machine (2 cores, 1 thread) MobileNetV2 ran about 3× slower than the float32
-model; use "int8" for speed and "dynamic" for size without calibration.
+Hybrid kernels shrink the file about 4× but are slower than float32 on a CPU: XNNPACK does not
+take hybrid convolutions, so they run on LiteRT's own kernels, quantizing every input on the
+fly. MobileNetV2 at 1 thread on the 2-core development machine: 14.8 ms against 6.9 ms for
+float32 and 4.1 ms for "int8" (10th percentiles, round-robin; 2-3× slower in other runs). Use
+"int8" for speed, "dynamic" for size without calibration data.
 """
 
 from __future__ import annotations
@@ -19,12 +20,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
-
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.lower import int8_kernels, tflite_io
-from bridge.lower.int8_graph import Graph, quantization
-from bridge.lower.int8_match import match_channels
+from bridge.lower.int8_constants import ConstantWriter
+from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
 
@@ -55,11 +54,11 @@ def hybridize(
         qdq: `read_qdq(source.model)`, whose weight scales are used where they match.
     """
     qdq = qdq or read_qdq(source.model)
-    onnx_weights = _onnx_weights(qdq)
     model = tflite_io.load(float_tflite.data)
     graph = Graph(model)
+    writer = ConstantWriter(graph, qdq, act_dtype="int8")
     done: dict[int, int] = {}
-    quantized, sources, kept = 0, {"qdq": 0, "computed": 0}, []
+    quantized, kept = 0, []
     for op in graph.ops:
         op_type = graph.op_type(op)
         k = int8_kernels.kernel(op_type)
@@ -69,11 +68,12 @@ def hybridize(
         w_idx = int(op.inputs[pos])
         w = graph.constant(w_idx)
         if w is None or graph.tensor(w_idx).type != 0:
-            kept.append({"op": op_type, "tensor": graph.name(w_idx), "reason": "weight is computed"})
+            kept.append(
+                {"op": op_type, "tensor": graph.name(w_idx), "reason": "weight is computed"}
+            )
             continue
         if w_idx not in done:
-            done[w_idx], origin = _int8_weight(graph, w_idx, axis, onnx_weights)
-            sources[origin] += 1
+            done[w_idx] = writer.weight(w_idx, axis)
         op.inputs[pos] = done[w_idx]
         if op_type == "FULLY_CONNECTED":
             op.builtinOptions.asymmetricQuantizeInputs = True
@@ -82,45 +82,13 @@ def hybridize(
     graph.commit()
     data = tflite_io.save(model)
     log.info("dynamic: %d ops with int8 weights, %.2f MB", quantized, len(data) / 1e6)
+    computed = len(writer.computed)
     facts: dict[str, Any] = {
         "float_ops": kept,
         "quantized_ops": quantized,
-        "qparams_source": "qdq" if sources["computed"] == 0 and quantized else "computed",
-        "weight_scales": sources,
+        "qparams_source": "computed" if computed or not quantized else "qdq",
+        "weight_scales": {"qdq": len(done) - computed, "computed": computed},
     }
     return TfliteArtifact(
         data=data, contract=float_tflite.contract, mode="dynamic", source=source, facts=facts
     )
-
-
-def _onnx_weights(qdq: QdqModel) -> dict[str, tuple[np.ndarray, int, np.ndarray]]:
-    """Name → (dequantized weight, channel axis, scales) of the QDQ's symmetric int8 weights."""
-    from onnx import numpy_helper
-
-    out = {}
-    for init in qdq.float_model.graph.initializer:
-        qp = qdq.constants.get(init.name)
-        if qp is not None and qp.per_channel and qp.dtype == "int8" and not qp.zero_point.any():
-            out[init.name] = (numpy_helper.to_array(init), int(qp.axis), qp.scale)
-    return out
-
-
-def _int8_weight(
-    graph: Graph, idx: int, axis: int, onnx_weights: dict[str, tuple[np.ndarray, int, np.ndarray]]
-) -> tuple[int, str]:
-    """A new int8 tensor for float weight `idx`; returns (index, "qdq" or "computed")."""
-    w = graph.constant(idx).astype(np.float64)
-    found = match_channels(w, axis, {k: (v, a) for k, (v, a, _) in onnx_weights.items()})
-    if found is not None:
-        scale = np.asarray(onnx_weights[found][2], np.float64)
-        origin = "qdq"
-    else:
-        scale = np.max(np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)), axis=1) / 127
-        origin = "computed"
-    scale = np.where(scale > 0, scale, 1.0)
-    shape = [1] * w.ndim
-    shape[axis] = -1
-    q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
-    quant = quantization(scale.astype(np.float32), np.zeros(scale.size, np.int64), axis=axis)
-    return graph.add_tensor(graph.name(idx), graph.tensor(idx).shape, 9, data=q, quant=quant), origin
-

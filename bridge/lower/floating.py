@@ -84,6 +84,8 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         log.info("restored outputs onnx2tf fused into an activation: %s", restored)
     located = correspondence.locate(result.records, model, artifact.model)
     io_contract.match_io(model, contract)
+    if pinned := io_contract.pin_static_outputs(model, contract):
+        log.info("pinned static output shapes onnx2tf left dynamic: %s", pinned)
     if fixed := layout.restore_channel_first_outputs(model, contract):
         log.info("transposed channel-last outputs back to the contract's layout: %s", fixed)
     io_contract.check_io(model, contract)

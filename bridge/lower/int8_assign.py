@@ -173,10 +173,24 @@ def _split(graph: Graph, plan: Plan, act_dtype: str) -> None:
         if reason is None and missing:
             reason = "no quantization parameters for this tensor in the QDQ model"
         if reason is None:
+            reason = _zero_point_reason(graph, op, plan)
+        if reason is None:
             plan.integer_ops.add(id(op))
             continue
         where = graph.name(missing[0]) if missing else graph.name(int(op.outputs[0]))
         plan.float_ops.append({"op": op_type, "tensor": where, "reason": reason})
+
+
+def _zero_point_reason(graph: Graph, op: Any, plan: Plan) -> str | None:
+    k = int8_kernels.kernel(graph.op_type(op))
+    for pos in k.zero_point_free if k else ():
+        t = int(op.inputs[pos]) if pos < len(op.inputs) else -1
+        if t in plan.qparams and plan.qparams[t].zero_point != 0:
+            return (
+                f"LiteRT's integer {graph.op_type(op)} is only right when input {pos} has zero "
+                f"point 0 (it has {plan.qparams[t].zero_point}); quantize it symmetrically"
+            )
+    return None
 
 
 def check(graph: Graph, plan: Plan, *, act_dtype: str) -> None:

@@ -1,4 +1,5 @@
-"""Fold RELU/RELU6 into the operator before them, on the float TFLite before quantization.
+"""Graph clean-ups around quantization: fold RELU/RELU6 into the operator before them, and
+drop transposes that a following reduction makes pointless.
 
 onnx2tf leaves a ReLU after a convolution as its own operator; in an integer model that is an
 extra pass over memory and an extra requantization. Folding it into the producer's
@@ -71,3 +72,47 @@ def _fuse_one(graph: Graph, act: object, code: int) -> bool:
 
 def _fresh(graph: Graph, like: int) -> int:
     return graph.add_tensor(f"{graph.name(like)}_fused", graph.tensor(like).shape, 0, like=like)
+
+
+#: Reductions whose input layout does not matter once their axes follow the transpose.
+_REDUCERS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"})
+
+
+def fold_transposes_into_reductions(graph: Graph, integer_ops: set[int]) -> int:
+    """Drop a TRANSPOSE whose only reader is a reduction that keeps no reduced axes.
+
+    y = reduce(transpose(x, p), axes) equals reduce(x, p[axes]) when the kept axes appear in
+    the same order in x and in transpose(x, p): onnx2tf's NHWC → NCHW transpose before a
+    global mean (axes 2, 3) is then a mean over axes 1, 2 of the NHWC tensor. Run it after
+    scales are assigned: the transpose keeps scale, so its input already has the right ones.
+    Only pairs that both run integer (ids in `integer_ops`) are folded.
+    """
+    folded = 0
+    consumers = graph.consumers()
+    producers = graph.producers()
+    for red in list(graph.ops):
+        if graph.op_type(red) not in _REDUCERS or getattr(red.builtinOptions, "keepDims", True):
+            continue
+        src = int(red.inputs[0])
+        tr = producers.get(src)
+        axes = graph.constant(int(red.inputs[1]))
+        if tr is None or graph.op_type(tr) != "TRANSPOSE" or axes is None:
+            continue
+        if id(tr) not in integer_ops or id(red) not in integer_ops:
+            continue
+        perm = graph.constant(int(tr.inputs[1]))
+        if perm is None or len(consumers[src]) != 1 or src in graph.outputs:
+            continue
+        perm = [int(p) for p in perm.ravel()]
+        reduced = sorted({int(a) % len(perm) for a in axes.ravel()})
+        kept = [perm[i] for i in range(len(perm)) if i not in reduced]
+        if kept != sorted(kept):
+            continue
+        new_axes = np.asarray(sorted(perm[a] for a in reduced), np.int32)
+        axes_idx = graph.add_tensor(
+            f"{graph.name(int(red.inputs[1]))}_folded", new_axes.shape, 2, data=new_axes
+        )
+        red.inputs = np.asarray([int(tr.inputs[0]), axes_idx], np.int32)
+        graph.ops.remove(tr)
+        folded += 1
+    return folded

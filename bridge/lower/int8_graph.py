@@ -47,8 +47,13 @@ class Graph:
             return None
         return tflite_io.buffer_array(self.model, self.sg.tensors[index])
 
+    def is_constant(self, index: int) -> bool:
+        """True if the tensor has data (cheap: no copy of the buffer)."""
+        data = self.model.buffers[self.tensor(index).buffer].data
+        return data is not None and len(data) > 0
+
     def is_float_activation(self, index: int) -> bool:
-        return index >= 0 and self.tensor(index).type == 0 and self.constant(index) is None
+        return index >= 0 and self.tensor(index).type == 0 and not self.is_constant(index)
 
     def producers(self) -> dict[int, Any]:
         return {t: op for op in self.ops for t in op.outputs if t >= 0}
@@ -196,9 +201,7 @@ class Graph:
                 op.opcodeIndex = remap[op.opcodeIndex]
 
 
-def quantization(
-    scale: Any, zero_point: Any, *, axis: int = 0
-) -> Any:
+def quantization(scale: Any, zero_point: Any, *, axis: int = 0) -> Any:
     """A `QuantizationParametersT` with the given scales, zero points and channel axis."""
     q = tflite_io.schema().QuantizationParametersT()
     q.scale = np.asarray(scale, np.float32).ravel()

@@ -14,6 +14,7 @@ of the QDQ model follow their channels into the TFLite layout.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -52,9 +53,11 @@ def float_values(
     onnx_vals = {
         k: v for k, v in onnx_vals.items() if isinstance(v, np.ndarray) and v.dtype == np.float32
     }
-    lite = LiteRTRunner(
-        tflite, tflite_contract, user_contract=contract, preserve_all_tensors=True
-    )
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is, here
+        warnings.simplefilter("ignore", UserWarning)
+        lite = LiteRTRunner(
+            tflite, tflite_contract, user_contract=contract, preserve_all_tensors=True
+        )
     lite.run(feeds)
     interp = lite.interpreter
     tfl_vals: dict[int, np.ndarray] = {}

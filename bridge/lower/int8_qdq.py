@@ -104,6 +104,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
     constants: dict[str, QParams] = {}
     quantized_consts: dict[str, tuple[np.ndarray, QParams]] = {}
     kept: list[onnx.NodeProto] = []
+    q_outputs: set[str] = set()  # integer tensors (QuantizeLinear outputs)
     for node in g.node:
         if node.op_type == "QuantizeLinear":
             qp = _qparams(node, consts)
@@ -115,6 +116,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
             src = aliases.get(src, src)
             _record(activations, src, qp, node)
             aliases[node.output[0]] = src
+            q_outputs.add(node.output[0])
         elif node.op_type == "DequantizeLinear":
             src = node.input[0]
             if src in consts or src in quantized_consts:
@@ -134,9 +136,19 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
             aliases[node.output[0]] = aliases[src]
         else:
             kept.append(node)
+    integer_outputs = [o.name for o in g.output if o.name in q_outputs]
+    if integer_outputs:
+        raise LoweringError(
+            f"graph outputs {integer_outputs} are integer tensors; the QDQ model must end in "
+            "DequantizeLinear (the lowering makes integer model outputs with io_dtype)"
+        )
     float_model = _rebuild(model, kept, aliases, folded)
     renames = _output_renames(g, aliases)
     activations = {renames.get(k, k): _normalise(v) for k, v in activations.items()}
+    for out in g.output:  # outputs copied by an Identity share their source's parameters
+        src = aliases.get(out.name)
+        if src is not None and out.name not in activations:
+            activations[out.name] = activations[renames.get(src, src)]
     return QdqModel(float_model, activations, constants, {v: k for k, v in renames.items()})
 
 
@@ -205,7 +217,11 @@ def _record(table: dict[str, QParams], name: str, qp: QParams, node: onnx.NodePr
 
 
 def _output_renames(g: onnx.GraphProto, aliases: dict[str, str]) -> dict[str, str]:
-    """Float tensor → graph output name, for outputs that are a DequantizeLinear's result."""
+    """Float tensor → graph output name, for outputs that are a DequantizeLinear's result.
+
+    A tensor that is a graph input, or already feeds another output, is not renamed; `_rebuild`
+    copies it to the output with an Identity node instead.
+    """
     inputs = {i.name for i in g.input}
     renames: dict[str, str] = {}
     for out in g.output:
@@ -223,12 +239,6 @@ def _rebuild(
 ) -> onnx.ModelProto:
     g = model.graph
     renames = _output_renames(g, aliases)
-    for out in g.output:
-        if out.name in aliases and out.name not in renames.values():
-            raise LoweringError(
-                f"graph output {out.name!r} is an integer tensor; the QDQ model must end in "
-                "DequantizeLinear"
-            )
 
     def name(x: str) -> str:
         x = aliases.get(x, x)
@@ -241,6 +251,9 @@ def _rebuild(
         new.input[:] = [name(x) if x else x for x in node.input]
         new.output[:] = [name(x) for x in node.output]
         nodes.append(new)
+    for out in g.output:
+        if out.name in aliases and out.name not in renames.values():
+            nodes.append(onnx.helper.make_node("Identity", [name(out.name)], [out.name]))
     used = {x for n in nodes for x in n.input} | {o.name for o in g.output}
     nodes = [n for n in nodes if n.op_type != "Constant" or n.output[0] in used]
     initializers = [numpy_helper.from_array(v, k) for k, v in folded.items() if k in used]

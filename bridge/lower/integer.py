@@ -119,39 +119,46 @@ def integerize(
     order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}
     plan = int8_assign.assign(graph, matches, qdq, act_dtype=act_dtype, onnx_order=order)
     int8_assign.check(graph, plan, act_dtype=act_dtype)
+    folded = int8_fuse.fold_transposes_into_reductions(graph, plan.integer_ops)
+    quantized = sum(id(op) in plan.integer_ops for op in graph.ops)
     rewrite = int8_rewrite.materialize(graph, plan, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
-    twins = [(graph.tensor(rewrite.integer_twin[t]), src) for t, src in plan.source.items()
-             if t in rewrite.integer_twin]
+    twins = [
+        (graph.tensor(rewrite.integer_twin[t]), src)
+        for t, src in plan.source.items()
+        if t in rewrite.integer_twin
+    ]
     graph.commit()
-    alive = {id(t) for t in graph.sg.tensors}
-    tensor_map = {tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive}
     data = tflite_io.save(model)
     _load_check(data)
-    contract = _io_contract(float_tflite.contract, graph)
+    alive = {id(t) for t in graph.sg.tensors}
+    matched = {n for names in matches.values() for n in names}
     facts: dict[str, Any] = {
         "float_ops": plan.float_ops,
-        "quantized_ops": len(plan.integer_ops),
+        "quantized_ops": quantized,
         "qparams_source": "qdq",
         "activation_dtype": act_dtype,
         "io_dtype": io_dtype,
         "fused_activations": fused,
+        "transposes_folded": folded,
         "conversions": rewrite.conversions,
         "computed_qparams": rewrite.computed_qparams,
-        "tensor_map": tensor_map,
-        "unmatched_onnx": sorted(
-            qdq.qdq_name(n)
-            for n in set(qdq.activations) - {n for names in matches.values() for n in names}
-        ),
+        # TFLite integer tensor → the QDQ tensor whose scale it carries.
+        "tensor_map": {
+            tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive
+        },
+        # Quantized QDQ tensors no TFLite tensor holds (e.g. inside an op onnx2tf fused).
+        "unmatched_onnx": sorted(qdq.qdq_name(n) for n in set(qdq.activations) - matched),
         "float_lowering": {k: v for k, v in float_tflite.facts.items() if _jsonable(v)},
     }
     log.info(
         "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
         _MODES[act_dtype],
-        len(plan.integer_ops),
+        quantized,
         len(plan.float_ops),
         fused,
         len(data) / 1e6,
     )
+    contract = _io_contract(float_tflite.contract, graph)
     return TfliteArtifact(
         data=data, contract=contract, mode=_MODES[act_dtype], source=qdq_artifact, facts=facts
     )
@@ -163,8 +170,12 @@ def _jsonable(value: Any) -> bool:
 
 def _io_contract(contract: IOContract, graph: Graph) -> IOContract:
     """The float lowering's contract with each I/O dtype set to what the tensor now holds."""
-    dtypes = {graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.inputs}
-    dtypes |= {graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.outputs}
+    dtypes = {
+        graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.inputs
+    }
+    dtypes |= {
+        graph.name(i): tflite_io.TENSOR_DTYPES[graph.tensor(i).type].name for i in graph.outputs
+    }
     return replace(
         contract,
         inputs=tuple(replace(s, dtype=dtypes.get(s.name, s.dtype)) for s in contract.inputs),

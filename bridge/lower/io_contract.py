@@ -33,6 +33,29 @@ def match_io(model: Any, contract: IOContract) -> None:
     sg.outputs = _match(sg, list(sg.outputs), contract.outputs, "output")
 
 
+def pin_static_outputs(model: Any, contract: IOContract) -> list[str]:
+    """Give outputs the contract's static dims where onnx2tf left them dynamic (-1).
+
+    A Reshape to [-1, C] makes onnx2tf mark the batch of everything after it dynamic even when
+    the model's batch is fixed; the interpreter computes the same concrete shape at run time, so
+    only the declared signature changes. Returns the names of the outputs pinned.
+    """
+    sg = model.subgraphs[0]
+    pinned = []
+    for t, spec in zip(sg.outputs, contract.outputs, strict=False):
+        tensor = sg.tensors[int(t)]
+        shape = graph_edit.shape_of(tensor)
+        if len(shape) != spec.rank or not any(
+            got == -1 and want is not None for want, got in zip(spec.shape, shape, strict=True)
+        ):
+            continue
+        signature = [-1 if want is None else want for want in spec.shape]
+        tensor.shape = np.asarray(spec.concrete_shape(), dtype=np.int32)
+        tensor.shapeSignature = np.asarray(signature, dtype=np.int32) if -1 in signature else None
+        pinned.append(spec.name)
+    return pinned
+
+
 def _match(sg: Any, current: list[int], specs: Sequence[TensorSpec], kind: str) -> np.ndarray:
     if len(current) != len(specs):
         have = [tflite_io.tensor_name(sg.tensors[t]) for t in current]

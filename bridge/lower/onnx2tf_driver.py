@@ -10,8 +10,9 @@ How it is called, and why:
   on the shell. Constant folding is the job of bridge's own passes.
 - Nothing is fetched: the TFLite schema is bundled and no calibration images are needed for the
   float path. `no_network()` makes any attempt fail loudly anyway.
-- Everything onnx2tf prints (logs, tqdm bars) goes into a buffer, logged at DEBUG and quoted in
-  error messages. Its `sys.exit(1)` calls become `LoweringError`, never a process exit.
+- Everything onnx2tf prints (logs, tqdm bars) and warns goes into a buffer, logged at DEBUG and
+  quoted in error messages. Its `sys.exit(1)` calls become `LoweringError`, never a process exit.
+- The global random states that onnx2tf reseeds are restored afterwards.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,10 +98,13 @@ def run_onnx2tf(model: onnx.ModelProto, *, keep_shape_inputs: Sequence[str]) -> 
         try:
             with (
                 _LOCK,
+                _keep_rng_state(),
                 no_network() as blocked,
                 contextlib.redirect_stdout(buffer),
                 contextlib.redirect_stderr(buffer),
+                warnings.catch_warnings(record=True) as caught,
             ):
+                warnings.simplefilter("always")
                 import onnx2tf
 
                 onnx2tf.convert(
@@ -118,6 +123,8 @@ def run_onnx2tf(model: onnx.ModelProto, *, keep_shape_inputs: Sequence[str]) -> 
         seconds = time.perf_counter() - start
         text = buffer.getvalue()
         log.debug("onnx2tf log:\n%s", text)
+        for w in caught:
+            log.debug("onnx2tf warning: %s: %s", w.category.__name__, w.message)
         if blocked.targets:
             log.warning("onnx2tf tried to reach the network: %s", blocked.targets)
         tflite = out_dir / "model_float32.tflite"
@@ -129,6 +136,30 @@ def run_onnx2tf(model: onnx.ModelProto, *, keep_shape_inputs: Sequence[str]) -> 
         return Onnx2TfResult(tflite.read_bytes(), _records(out_dir), text, seconds)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _keep_rng_state() -> Iterator[None]:
+    """Restore Python's, numpy's and (if loaded) torch's global RNGs afterwards: onnx2tf seeds
+    them (`set_random_seed(0)`), which would silently change the caller's random streams."""
+    import random
+    import sys
+
+    import numpy as np
+
+    torch = sys.modules.get("torch")
+    saved = (
+        random.getstate(),
+        np.random.get_state(),
+        torch.random.get_rng_state() if torch else None,
+    )
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+        if torch is not None and saved[2] is not None:
+            torch.random.set_rng_state(saved[2])
 
 
 def _save(model: onnx.ModelProto, path: Path) -> None:
@@ -166,8 +197,8 @@ def _wrap(e: BaseException, text: str, model: onnx.ModelProto) -> BridgeError:
         message = _tail(text)
     else:
         message = f"{type(e).__name__}: {e}"
-        if tail := _tail(text, 2) if "ERROR" in text else "":
-            message += f" (onnx2tf: {tail})"
+        if "ERROR" in text:
+            message += f" (onnx2tf: {_tail(text, 2)})"
     node = unsupported.node_in_message(model, message)
     if node is None and isinstance(e, NotImplementedError):
         node = unsupported.op_type_in_message(model, message)

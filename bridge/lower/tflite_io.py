@@ -43,6 +43,29 @@ def load(data: bytes) -> Any:
         raise ModelLoadError(f"corrupt or truncated TFLite flatbuffer: {e}") from e
 
 
+def check_indices(model: Any) -> None:
+    """Raise ModelLoadError unless every index in `model` (op codes, tensors, buffers) points
+    inside its table: LiteRT does not check, and crashes on a corrupted file."""
+    if not model.subgraphs:
+        raise ModelLoadError("no subgraphs")
+    n_codes, n_buffers = len(model.operatorCodes or []), len(model.buffers or [])
+    for g, sg in enumerate(model.subgraphs):
+        tensors = sg.tensors or []
+        for t in tensors:
+            if not 0 <= t.buffer < max(n_buffers, 1):
+                raise ModelLoadError(f"subgraph {g}: tensor buffer index {t.buffer} out of range")
+        used = [sg.inputs, sg.outputs]
+        for op in sg.operators or []:
+            if not 0 <= op.opcodeIndex < n_codes:
+                raise ModelLoadError(f"subgraph {g}: operator code {op.opcodeIndex} out of range")
+            used += [op.inputs, op.outputs]
+        for idx in used:
+            if idx is not None and len(idx) and (min(idx) < -1 or max(idx) >= len(tensors)):
+                raise ModelLoadError(
+                    f"subgraph {g}: tensor index out of range in {[int(i) for i in idx]}"
+                )
+
+
 def save(model: Any) -> bytes:
     """Serialise a `ModelT` to flatbuffer bytes with the TFL3 identifier."""
     import flatbuffers
@@ -75,7 +98,7 @@ def op_histogram(data: bytes) -> Counter[str]:
 
 def tensor_name(tensor: Any) -> str:
     name = tensor.name
-    return name.decode() if isinstance(name, bytes) else str(name)
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
 
 
 def buffer_array(model: Any, tensor: Any) -> np.ndarray | None:

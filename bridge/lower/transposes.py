@@ -1,15 +1,19 @@
 """Cancel TRANSPOSE pairs that undo each other, directly or across unary elementwise ops.
 
-Two rewrites, applied until nothing changes:
+Three rewrites, applied until nothing changes:
 
     cancel:  x ─T(p1)→ a ─T(p2)→ b      with p1∘p2 = id   ⇒  readers of b read x
-    sink:    x ─T(p1)→ a ─U→ u ─T(p2)→ …  with p1∘p2 = id   ⇒  x ─U→ u' ─T(p1)→ u ─T(p2)→ …
+    sink:    x ─T(p)→ a ─U→ u                             ⇒  x ─U→ u' ─T(p)→ u
+    reduce:  x ─T(p)→ a ─MEAN(axes A)→ y   (keep_dims off)  ⇒  x ─MEAN(axes p[A])→ y
 
 Applying p1 then p2 gives out[i] = x[p1[p2[i]]], so the pair is the identity when
 p1[p2[i]] = i for every i. U is an op that maps each element on its own (RELU, LOGISTIC, ...),
-so it commutes with a transpose; sinking T(p1) below U lets `cancel` remove the pair. Such pairs
-appear where onnx2tf's channel-last kernels meet a channel-first graph boundary, and where
-`layout.py` adds channel-last boundary transposes.
+so it commutes with a transpose; sinking T(p) below U (never more ops) lets `cancel` or
+`reduce` remove it. A reduction that drops axes A of transpose(x, p) drops axes p[A] of x, and
+the kept axes come out in the same order when p restricted to them is increasing: a global
+average pool over NCHW axes (2, 3) after NHWC→NCHW is a mean over NHWC axes (1, 2), which
+XNNPACK also runs much faster. These patterns appear where onnx2tf's channel-last kernels meet a
+channel-first graph boundary, and where `layout.py` adds channel-last boundary transposes.
 
 Vanished tensors are reported in `Moved` by object identity (names get reused by `layout.py`):
 old tensor → (surviving tensor, perm), meaning old = transpose(surviving, perm).
@@ -34,6 +38,10 @@ UNARY_ELEMENTWISE = frozenset(
         "RSQRT", "SIGN", "SIN", "SQRT", "SQUARE", "TANH",
     }
 )  # fmt: skip
+
+
+#: Reductions with (input, constant axes) and ReducerOptions.keepDims.
+REDUCTIONS = frozenset({"MEAN", "SUM", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD", "REDUCE_ANY"})
 
 
 class Moved:
@@ -128,6 +136,9 @@ def _cancel_once(model: Any, moved: Moved) -> int | None:
     for i1, p1 in enumerate(v.perms):
         if p1 is not None and _sink(v, i1, p1, moved):
             return 0
+    for i1, p1 in enumerate(v.perms):
+        if p1 is not None and (removed := _fold_into_reduction(v, i1, p1, moved)) is not None:
+            return removed
     return None
 
 
@@ -158,7 +169,7 @@ def _cancel(v: _View, i1: int, i2: int, moved: Moved) -> int:
 
 
 def _sink(v: _View, i1: int, p1: list[int], moved: Moved) -> bool:
-    """x ─T1→ a ─U→ u, u read by an inverse of T1: make it x ─U→ u' ─T1→ u."""
+    """x ─T1→ a ─U→ u: make it x ─U→ u' ─T1→ u (same op count; T1 moves towards its match)."""
     sg = v.sg
     x, a = int(sg.operators[i1].inputs[0]), int(sg.operators[i1].outputs[0])
     if a in v.outputs or len(v.readers[a]) != 1:
@@ -168,7 +179,7 @@ def _sink(v: _View, i1: int, p1: list[int], moved: Moved) -> bool:
     if v.names[iu] not in UNARY_ELEMENTWISE or int(u_op.inputs[0]) != a:
         return False
     u = int(u_op.outputs[0])
-    if _per_channel(sg, a, u) or not any(_is_inverse(p1, v.perms[j]) for j in v.readers[u]):
+    if _per_channel(sg, a, u):
         return False
     src, dst = sg.tensors[x], sg.tensors[u]
     u_new = graph_edit.add_tensor(
@@ -187,6 +198,44 @@ def _sink(v: _View, i1: int, p1: list[int], moved: Moved) -> bool:
     sg.operators[i1], sg.operators[iu] = u_op, t1  # keep topological order: U, then T1
     moved.add(sg.tensors[a], src, p1)
     return True
+
+
+def _fold_into_reduction(v: _View, i1: int, p1: list[int], moved: Moved) -> int | None:
+    """x ─T(p)→ a ─R(axes A, keep_dims off)→ y: let R read x with axes p[A] (kept axes ordered).
+
+    Returns the TRANSPOSE ops removed (0 or 1), or None if no reader of a could be rewired.
+    """
+    sg = v.sg
+    x, a = int(sg.operators[i1].inputs[0]), int(sg.operators[i1].outputs[0])
+    rank = len(p1)
+    rewired = 0
+    for j in v.readers[a]:
+        op = sg.operators[j]
+        if v.names[j] not in REDUCTIONS or int(op.inputs[0]) != a or len(op.inputs) < 2:
+            continue
+        if op.builtinOptions is None or op.builtinOptions.keepDims:
+            continue
+        axes = graph_edit.const_array(v.model, int(op.inputs[1]))
+        if axes is None or _per_channel(sg, a):
+            continue
+        reduced = {int(ax) % rank for ax in axes.ravel()}
+        kept = [p1[i] for i in range(rank) if i not in reduced]
+        if kept != sorted(kept):
+            continue
+        new_axes = sorted(p1[i] for i in reduced)
+        axes_name = f"{tflite_io.tensor_name(sg.tensors[int(op.outputs[0])])}_axes"
+        axes_idx = graph_edit.add_tensor(
+            v.model, axes_name, [len(new_axes)], np.dtype(np.int32), data=np.array(new_axes)
+        )
+        op.inputs = np.asarray([x, axes_idx, *op.inputs[2:]], dtype=np.int32)
+        rewired += 1
+    if not rewired:
+        return None
+    if len(v.readers[a]) == rewired and a not in v.outputs:
+        moved.add(sg.tensors[a], sg.tensors[x], p1)
+        graph_edit.remove_ops(sg, {i1})
+        return 1
+    return 0
 
 
 def _per_channel(sg: Any, *tensors: int) -> bool:

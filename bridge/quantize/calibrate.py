@@ -110,15 +110,15 @@ def sample_feeds(sample: Sample, contract: IOContract, index: int) -> dict[str, 
     """
     names = contract.input_names
     if isinstance(sample, Mapping):
-        feeds = {k: np.asarray(v) for k, v in sample.items()}
+        feeds = {k: _numpy(v) for k, v in sample.items()}
     else:
-        arrays = (sample,) if isinstance(sample, np.ndarray) else tuple(sample)
+        arrays = (sample,) if _is_array(sample) else tuple(sample)
         if len(arrays) != len(names):
             raise CalibrationError(
                 f"calibration sample {index} has {len(arrays)} arrays; the model has "
                 f"{len(names)} inputs {names}; give one array per input, in that order"
             )
-        feeds = {n: np.asarray(a) for n, a in zip(names, arrays, strict=True)}
+        feeds = {n: _numpy(a) for n, a in zip(names, arrays, strict=True)}
     try:
         contract.check_feeds(feeds)
     except ShapeError as e:
@@ -179,10 +179,22 @@ def _as_tuple(sample: Sample, contract: IOContract, index: int) -> tuple[np.ndar
         missing = [n for n in contract.input_names if n not in sample]
         if missing:
             raise CalibrationError(f"calibration sample {index} lacks inputs {missing}")
-        return tuple(np.asarray(sample[n]) for n in contract.input_names)
-    if isinstance(sample, np.ndarray):
-        return (sample,)
-    return tuple(np.asarray(a) for a in sample)
+        return tuple(_numpy(sample[n]) for n in contract.input_names)
+    if _is_array(sample):
+        return (_numpy(sample),)
+    return tuple(_numpy(a) for a in sample)
+
+
+def _is_array(x: object) -> bool:
+    """A single array (numpy or torch), as opposed to a tuple or list of them."""
+    return not isinstance(x, tuple | list) and hasattr(x, "__array__")
+
+
+def _numpy(x: object) -> np.ndarray:
+    """numpy view of an array or a torch tensor (detached, on the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()  # type: ignore[attr-defined]
+    return np.asarray(x)
 
 
 def _split(array: np.ndarray, spec: TensorSpec, where: str) -> list[np.ndarray] | range:

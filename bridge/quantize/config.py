@@ -8,6 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from bridge.errors import ConfigError
+from bridge.quantize.observers import OBSERVERS, Observer
 
 #: Quantization modes this stage implements, with the activation storage dtype of each.
 MODES: Mapping[str, str | None] = MappingProxyType(
@@ -44,8 +45,6 @@ class QuantConfig:
     exclude_nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        from bridge.quantize.observers import OBSERVERS
-
         _one_of("mode", self.mode, tuple(MODES))
         _one_of("io_dtype", self.io_dtype, IO_DTYPES)
         _one_of("weight_bits", self.weight_bits, WEIGHT_BITS)
@@ -75,10 +74,8 @@ class QuantConfig:
         """TFLite 16x8 needs symmetric int16 activations (zero point 0)."""
         return self.activation_dtype == "int16"
 
-    def make_observer(self, tensor: str | None = None) -> Any:
+    def make_observer(self, tensor: str | None = None) -> Observer:
         """A fresh observer for `tensor` (its override if any, else the configured one)."""
-        from bridge.quantize.observers import OBSERVERS
-
         name = self.per_tensor_overrides.get(tensor, self.observer) if tensor else self.observer
         options = dict(self.observer_options) if name == self.observer else {}
         cls = OBSERVERS.get(name)

@@ -57,6 +57,8 @@ class Observer:
     def update(self, array: np.ndarray) -> None:
         """Add one batch of values (any shape); non-finite values are skipped and counted."""
         x = np.asarray(array).ravel()
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
         if x.size and not np.all(np.isfinite(x)):
             finite = np.isfinite(x)
             self.nonfinite += int(x.size - finite.sum())
@@ -178,8 +180,12 @@ class Histogram:
             self.lo, self.width = lo, span / self.bins
         elif lo < self.lo or hi > self.hi:
             self._rebin(min(lo, self.lo), max(hi, self.hi))
-        x = np.clip(x.astype(np.float64, copy=False), self.lo, self.hi)
-        self.counts += np.histogram(x, self.bins, range=(self.lo, self.hi))[0]
+        # bin index = floor((x − lo)·bins / span), in x's precision (a value within rounding of an
+        # edge may land in the neighbouring bin, which no range search can notice)
+        step = x.dtype.type(self.bins / (self.hi - self.lo))
+        idx = ((x - x.dtype.type(self.lo)) * step).astype(np.int64)
+        np.clip(idx, 0, self.bins - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=self.bins)
 
     def _rebin(self, lo: float, hi: float) -> None:
         cdf = np.concatenate([[0.0], np.cumsum(self.counts)])
@@ -189,9 +195,29 @@ class Histogram:
         self.counts, self.lo, self.width = moved, lo, (hi - lo) / self.bins
 
 
+class HistogramBase(Observer):
+    """An observer that keeps a `Histogram` of its values (`bins` bins)."""
+
+    def __init__(self, *, bins: int = 2048, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.hist = Histogram(bins)
+
+    def _observe(self, x: np.ndarray, lo: float, hi: float) -> None:
+        self.hist.add(x, lo, hi)
+
+    def _clip(self, lo: float, hi: float) -> tuple[float, float]:
+        return max(lo, self.min_val), min(hi, self.max_val)
+
+    def summary(self) -> dict[str, Any]:
+        return {**super().summary(), "bins": self.hist.bins}
+
+
 @OBSERVERS.register("histogram")
-class HistogramObserver(Observer):
+class HistogramObserver(HistogramBase):
     """Histogram of values; range by searching tail cuts with an L2 or KL criterion.
+
+    With "kl" a candidate must span at least one bin per quantization level, so for int16
+    (65536 levels) the search keeps the full range.
 
     Args:
         bins: number of bins (memory bound).
@@ -205,17 +231,13 @@ class HistogramObserver(Observer):
     def __init__(
         self, *, bins: int = 2048, method: str = "l2", max_clip: float = 0.2, **kw: Any
     ) -> None:
-        super().__init__(**kw)
+        super().__init__(bins=bins, **kw)
         if method not in self.METHODS:
             raise ConfigError(f"histogram method {method!r}; choose one of: {self.METHODS}")
         if not 0.0 < max_clip < 1.0:
             raise ConfigError(f"max_clip must be in (0, 1), got {max_clip}")
-        self.hist = Histogram(bins)
         self.method = method
         self.max_clip = max_clip
-
-    def _observe(self, x: np.ndarray, lo: float, hi: float) -> None:
-        self.hist.add(x, lo, hi)
 
     def _range(self, dtype: str, symmetric: bool) -> tuple[float, float]:
         if self.max_val == self.min_val:
@@ -232,15 +254,12 @@ class HistogramObserver(Observer):
         s, e = cuts[int(np.argmin(losses))]
         return self._clip(self.hist.edges[s], self.hist.edges[e])
 
-    def _clip(self, lo: float, hi: float) -> tuple[float, float]:
-        return max(lo, self.min_val), min(hi, self.max_val)
-
     def summary(self) -> dict[str, Any]:
-        return {**super().summary(), "bins": self.hist.bins, "method": self.method}
+        return {**super().summary(), "method": self.method}
 
 
 @OBSERVERS.register("percentile")
-class PercentileObserver(HistogramObserver):
+class PercentileObserver(HistogramBase):
     """Range [P(100 − p), P(p)] read from the histogram (linear within a bin)."""
 
     name = "percentile"
@@ -264,7 +283,7 @@ class PercentileObserver(HistogramObserver):
 
 
 @OBSERVERS.register("mse")
-class MSEObserver(HistogramObserver):
+class MSEObserver(HistogramBase):
     """Grid search of [α·min, β·max] minimising the squared quantization error.
 
     Args:

@@ -65,11 +65,10 @@ class QuantPlan:
     groups: list[list[str]] = field(default_factory=list)  # tensors sharing one scale
     fused: list[dict[str, str]] = field(default_factory=list)
     float_nodes: list[dict[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
-    def group_of(self) -> dict[str, int]:
-        """Tensor name → index in `groups`."""
-        return {t: i for i, g in enumerate(self.groups) for t in g}
+    def group_of(self) -> dict[str, list[str]]:
+        """Tensor name → the group (list of tensor names) it shares a scale with."""
+        return {t: g for g in self.groups for t in g}
 
 
 def node_names(graph: onnx.GraphProto) -> list[str]:

@@ -122,6 +122,7 @@ class _Writer:
         self.qparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.facts: dict[str, dict[str, Any]] = {}
         self.weight_scale: dict[str, np.ndarray] = {}
+        self.groups = plan.group_of()
 
     # names and initializers ------------------------------------------------------------
     def _unique(self, name: str) -> str:
@@ -275,7 +276,8 @@ class _Writer:
             scale = np.asarray(fixed[0][0], np.float32)
             zero = np.asarray(fixed[0][1], dtype)
             qmin, qmax = qrange(dtype)
-            rng = (float((qmin - zero) * scale), float((qmax - zero) * scale))
+            z = int(fixed[0][1])
+            rng = (float((qmin - z) * scale), float((qmax - z) * scale))
             return scale, zero, rng
         ranges = [observers[t].range() for t in group if t in observers]
         ranges += [
@@ -312,7 +314,7 @@ class _Writer:
             )
 
     def _group(self, t: str) -> list[str]:
-        return next((g for g in self.plan.groups if t in g), [t])
+        return self.groups.get(t, [t])
 
     # assembly --------------------------------------------------------------------------
     def finish(self) -> onnx.ModelProto:

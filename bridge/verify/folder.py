@@ -32,9 +32,7 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
     runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
     if (root / FILES["qdq"]).exists() and mode in ("int8", "int16x8"):
         runners["qdq"] = OrtRunner(_load_onnx(root / FILES["qdq"]), contract)
-    tflite = root / FILES["tflite"]
-    if not tflite.exists():
-        raise ModelLoadError(f"{tflite} is missing; convert again")
+    tflite = _load_tflite(root / FILES["tflite"])
     runners["tflite"] = LiteRTRunner(tflite, tflite_contract, user_contract=contract)
     results = parity.run_all(runners, feeds)
     results["torch"] = reference
@@ -78,12 +76,31 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
 
 def _load_samples(path: Path, contract: IOContract):
     try:
-        data = np.load(path)
+        with np.load(path) as data:
+            n = 1 + max(int(k.split("/")[1]) for k in data.files if k.startswith("input/"))
+            feeds = [
+                {s.name: data[f"input/{i}/{s.name}"] for s in contract.inputs} for i in range(n)
+            ]
+            reference = {s.name: data[f"torch/{s.name}"] for s in contract.outputs}
     except FileNotFoundError:
         raise ModelLoadError(f"{path} not found; convert again to record inputs") from None
-    except Exception as e:
-        raise ModelLoadError(f"{path} is corrupt: {e}") from e
-    n = 1 + max(int(k.split("/")[1]) for k in data.files if k.startswith("input/"))
-    feeds = [{s.name: data[f"input/{i}/{s.name}"] for s in contract.inputs} for i in range(n)]
-    reference = {s.name: data[f"torch/{s.name}"] for s in contract.outputs}
+    except Exception as e:  # zipfile, pickle and key errors: arrays are read lazily
+        raise ModelLoadError(f"{path} is corrupt ({type(e).__name__}: {e}); convert again") from e
     return feeds, reference
+
+
+def _load_tflite(path: Path) -> bytes:
+    """The .tflite bytes, checked structurally first: LiteRT trusts its input and can crash
+    the process (segmentation fault) on a truncated or corrupted flatbuffer."""
+    from bridge.lower import tflite_io
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path} is missing; convert again") from None
+    try:
+        model = tflite_io.load(data)
+        tflite_io.check_indices(model)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{path} is not a usable .tflite: {e}; convert again") from e
+    return data

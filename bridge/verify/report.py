@@ -86,6 +86,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["## Parity", "", markdown_table(PARITY_HEADER, parity_rows(report)), ""]
     if report.get("failures"):
         lines += ["**Failures:**", ""] + [f"- {f}" for f in report["failures"]] + [""]
+    if report.get("layers"):
+        from bridge.verify.layer_report import render_markdown as render_layers
+
+        lines += [render_layers(report["layers"])]
     low = report.get("lowering", {})
     if low.get("op_counts"):
         ops = ", ".join(f"{k} {v}" for k, v in sorted(low["op_counts"].items()))

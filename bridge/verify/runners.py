@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract, to_layout
-from bridge.errors import ModelLoadError, ShapeError
+from bridge.errors import BridgeError, LoweringError, ModelLoadError, ShapeError
 from bridge.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -159,13 +159,28 @@ class LiteRTRunner:
             else:
                 self.interpreter = Interpreter(model_path=str(model), **kwargs)
             self.interpreter.allocate_tensors()
-        except Exception as e:  # the interpreter raises ValueError/RuntimeError with C++ text
+            inputs = self.interpreter.get_input_details()
+            outputs = self.interpreter.get_output_details()
+        except Exception as e:  # ValueError/RuntimeError with C++ text, UnicodeDecodeError, ...
             raise ModelLoadError(f"LiteRT cannot load the .tflite model: {e}") from e
-        self._inputs = _by_name(self.interpreter.get_input_details(), contract.inputs, "input")
-        self._outputs = _by_name(self.interpreter.get_output_details(), contract.outputs, "output")
+        self._inputs = _by_name(inputs, contract.inputs, "input")
+        self._outputs = _by_name(outputs, contract.outputs, "output")
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
+        """Run once; LoweringError if LiteRT fails (the .tflite cannot run on these shapes)."""
         self.contract.check_feeds(feeds)
+        try:
+            return self._run(feeds)
+        except BridgeError:
+            raise
+        except Exception as e:  # the interpreter raises RuntimeError/ValueError with C++ text
+            shapes = {k: list(np.shape(v)) for k, v in feeds.items()}
+            raise LoweringError(
+                f"LiteRT fails to run the .tflite on inputs {shapes}: {e}. The .tflite is not "
+                "usable as lowered; please report it with the model"
+            ) from e
+
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
         interp = self.interpreter
         for user_spec, spec, detail in zip(
             self.contract.inputs, self.tflite_contract.inputs, self._inputs, strict=True

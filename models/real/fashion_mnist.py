@@ -57,7 +57,9 @@ class FashionCNN(nn.Module):
         return self.classifier(self.features(image))
 
 
-def fashion_mnist(*, eval_samples: int = 2000, calib_samples: int = 128, seed: int = 0) -> RealModel:
+def fashion_mnist(
+    *, eval_samples: int = 2000, calib_samples: int = 128, seed: int = 0
+) -> RealModel:
     """The cached (or freshly trained) FashionCNN and real Fashion-MNIST images.
 
     Calibration images come from the training split, evaluation images from the test split.

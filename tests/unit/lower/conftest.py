@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 import numpy as np
 import onnx
+import pytest
 import torch
 from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
+from bridge.lower import lower
 from bridge.verify.feeds import random_feeds
 from bridge.verify.metrics import sqnr_db
 from bridge.verify.runners import LiteRTRunner, OrtRunner
@@ -44,8 +46,9 @@ class SeqNet(nn.Module):
 
 
 class MultiIO(nn.Module):
-    """Three inputs, three outputs, names not in sorted order, and two inputs of equal shape
-    used asymmetrically so that a swapped input or output changes the numbers."""
+    """Four inputs, three outputs, names not in sorted order. Two inputs of equal shape are used
+    asymmetrically so a swap changes the numbers, and a plain 3-D input sits next to a conv,
+    where onnx2tf would otherwise transpose it as if it were NCW."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,11 +56,12 @@ class MultiIO(nn.Module):
         self.proj = nn.Linear(5, 4)
 
     def forward(
-        self, image: torch.Tensor, context: torch.Tensor, bias: torch.Tensor
+        self, image: torch.Tensor, context: torch.Tensor, bias: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         v = self.proj(context - 2.0 * bias)  # [1,4]
         fmap = self.conv(image) + v[:, :, None, None]  # [1,4,8,8]
-        return context * 3.0 + bias, fmap.sum((2, 3)), fmap
+        score = tokens * 3.0 + bias[:, None, :]  # [1,6,5]
+        return score, fmap.sum((2, 3)), fmap
 
 
 class Conv1dNet(nn.Module):
@@ -140,7 +144,7 @@ def export_artifact(
     return OnnxArtifact(onnx.load_from_string(buf.getvalue()), contract)
 
 
-def tflite_io(data: bytes) -> tuple[list[tuple], list[tuple]]:
+def interpreter_io(data: bytes) -> tuple[list[tuple], list[tuple]]:
     """(inputs, outputs) of a .tflite as the interpreter lists them: (name, shape, dtype)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -160,7 +164,7 @@ def tflite_io(data: bytes) -> tuple[list[tuple], list[tuple]]:
 
 
 def contract_io(contract: IOContract) -> tuple[list[tuple], list[tuple]]:
-    """A contract's (inputs, outputs) in the same form as `tflite_io`."""
+    """A contract's (inputs, outputs) in the same form as `interpreter_io`."""
     return (
         [(s.name, tuple(s.shape), s.dtype) for s in contract.inputs],
         [(s.name, tuple(s.shape), s.dtype) for s in contract.outputs],
@@ -173,3 +177,80 @@ def sqnr_vs_ort(artifact: OnnxArtifact, tfl: TfliteArtifact, *, batch: int = 1) 
     ref = OrtRunner(artifact.model, artifact.contract).run(feeds)
     got = LiteRTRunner(tfl.data, tfl.contract, user_contract=artifact.contract).run(feeds)
     return {name: sqnr_db(ref[name], got[name]) for name in artifact.contract.output_names}
+
+
+class Tools:
+    """The helpers above, as one fixture: tools.export(...), tools.io(...), tools.sqnr(...)."""
+
+    export = staticmethod(export_artifact)
+    io = staticmethod(interpreter_io)
+    contract_io = staticmethod(contract_io)
+    sqnr = staticmethod(sqnr_vs_ort)
+    ConvNet = ConvNet
+    SeqNet = SeqNet
+
+
+@pytest.fixture(scope="session")
+def tools() -> type[Tools]:
+    return Tools
+
+
+# ONNX artifacts (exported once per session) and their lowerings, shared by the test files.
+
+
+@pytest.fixture(scope="session")
+def conv_art() -> OnnxArtifact:
+    return export_artifact(
+        ConvNet(), [("x", (1, 3, 16, 16), "NCHW")], [("logits", "plain"), ("feat", "NCHW")]
+    )
+
+
+@pytest.fixture(scope="session")
+def seq_art() -> OnnxArtifact:
+    return export_artifact(SeqNet(), [("x", (1, 16, 32), "plain")], [("y", "plain")])
+
+
+@pytest.fixture(scope="session")
+def multi_art() -> OnnxArtifact:
+    return export_artifact(
+        MultiIO(),
+        [
+            ("image", (1, 3, 8, 8), "NCHW"),
+            ("context", (1, 5), "plain"),
+            ("bias", (1, 5), "plain"),
+            ("tokens", (1, 6, 5), "plain"),
+        ],
+        [("score", "plain"), ("embedding", "plain"), ("aux", "NCHW")],
+    )
+
+
+@pytest.fixture(scope="session")
+def conv1d_art() -> OnnxArtifact:
+    return export_artifact(Conv1dNet(), [("signal", (1, 4, 32), "NCW")], [("y", "NCW")])
+
+
+@pytest.fixture(scope="session")
+def wide_art() -> OnnxArtifact:
+    return export_artifact(
+        WideConvNet(), [("image", (1, 3, 32, 32), "NCHW")], [("logits", "plain")]
+    )
+
+
+@pytest.fixture(scope="session")
+def conv_fp32(conv_art: OnnxArtifact) -> TfliteArtifact:
+    return lower(conv_art, mode="fp32")
+
+
+@pytest.fixture(scope="session")
+def conv_nhwc(conv_art: OnnxArtifact) -> TfliteArtifact:
+    return lower(conv_art, mode="fp32", nhwc=True)
+
+
+@pytest.fixture(scope="session")
+def wide_fp32(wide_art: OnnxArtifact) -> TfliteArtifact:
+    return lower(wide_art, mode="fp32")
+
+
+@pytest.fixture(scope="session")
+def wide_fp16(wide_art: OnnxArtifact) -> TfliteArtifact:
+    return lower(wide_art, mode="fp16")

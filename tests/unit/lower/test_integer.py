@@ -26,17 +26,15 @@ from bridge.verify.feeds import random_feeds
 from bridge.verify.metrics import lsb_error, sqnr_db
 from bridge.verify.runners import LiteRTRunner, OrtRunner
 
-#: TFLite and ONNX Runtime compute the same integer model, but each requantization may round a
-#: value that sits within float error of a .5 tie differently (TFLite: 31-bit fixed-point or
-#: fp32 multipliers; ORT: float32 DQ → op → Q), and XNNPACK's int8 ADD uses a reduced-precision
-#: multiplier. A 1-LSB difference in one layer reaches the output through about six more layers
-#: of this net, each of which can turn it into at most one or two output steps. Bound: 4 LSB of
-#: the output scale at worst, 2 LSB at the 99th percentile.
-MAX_LSB = 4.0
-P99_LSB = 2.0
-#: int16x8: same argument, the int16 step is 256× finer, so noise that is fractional in int8
-#: spans a few int16 steps; the SQNR floor in tolerances is the gate, this bounds the tail.
-MAX_LSB_16 = 64.0
+#: TFLite and ONNX Runtime compute the same integer model. They differ only where a value sits
+#: within float error of a rounding tie: TFLite requantizes with a 31-bit fixed-point (or fp32)
+#: multiplier, ORT runs DQ → float op → Q in float32, and XNNPACK's int8 ADD rounds its
+#: rescaled inputs. A tie rounds one step either way, so one requantization differs by at most
+#: 1 LSB; on this net a flip upstream reaches the output scaled down (the measured worst case is
+#: 1 LSB, int8 and int16). Bound: 2 LSB anywhere, 1 LSB at the 99th percentile (+ float slack
+#: of the LSB division).
+MAX_LSB = 2.0
+P99_LSB = 1.0 + 1e-3
 N_SAMPLES = 6
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 TYPE_NAMES = {0: "float32", 2: "int32", 3: "uint8", 4: "int64", 7: "int16", 9: "int8"}
@@ -70,7 +68,9 @@ class TinyNet(nn.Module):
         return logits, torch.softmax(logits, -1)
 
 
-def export(module: nn.Module, shape: tuple[int, ...] = (1, 3, 16, 16)) -> OnnxArtifact:
+def export(
+    module: nn.Module, shape: tuple[int, ...] = (1, 3, 16, 16), out_features: int = 10
+) -> OnnxArtifact:
     torch.manual_seed(0)
     module.eval()
     with torch.no_grad():
@@ -91,7 +91,7 @@ def export(module: nn.Module, shape: tuple[int, ...] = (1, 3, 16, 16)) -> OnnxAr
     model = onnx.load_from_string(buf.getvalue())
     contract = IOContract(
         (TensorSpec("x", shape, "float32", "NCHW"),),
-        (TensorSpec("logits", (1, 10), "float32"), TensorSpec("probs", (1, 10), "float32")),
+        tuple(TensorSpec(n, (1, out_features), "float32") for n in ("logits", "probs")),
     )
     return OnnxArtifact(model, contract, stage="passes")
 
@@ -155,6 +155,16 @@ def qdq_weight_scales(model: onnx.ModelProto) -> list[tuple[float, ...]]:
         and n.input[0] in inits
         and inits[n.input[0]].dtype == np.int8
         and inits[n.input[1]].size > 1
+    )
+
+
+def tflite_weight_scales(art: TfliteArtifact) -> list[tuple[float, ...]]:
+    """Per-channel scale vectors of the filters of CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED."""
+    _, sg, ops = ops_of(art)
+    return sorted(
+        tuple(np.round(np.asarray(sg.tensors[int(op.inputs[1])].quantization.scale, float), 12))
+        for name, op in ops
+        if name in WEIGHTED
     )
 
 
@@ -249,12 +259,7 @@ def test_activation_scales_equal_the_qdq_models(qdq8: OnnxArtifact, int8: Tflite
 
 
 def test_weight_scales_equal_the_qdq_models(qdq8: OnnxArtifact, int8: TfliteArtifact) -> None:
-    _, sg, ops = ops_of(int8)
-    got = sorted(
-        tuple(np.round(np.asarray(sg.tensors[int(op.inputs[1])].quantization.scale, np.float64), 12))
-        for name, op in ops
-        if name in WEIGHTED
-    )
+    got = tflite_weight_scales(int8)
     want = qdq_weight_scales(qdq8.model)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
@@ -327,7 +332,8 @@ def test_int16x8_structure(int16: TfliteArtifact) -> None:
 def test_int16x8_matches_qdq_onnxruntime(qdq16: OnnxArtifact, int16: TfliteArtifact) -> None:
     for name, r in parity(qdq16, int16).items():
         assert r["sqnr"] >= tolerances.INT16X8_VS_QDQ_MIN_SQNR_DB, (name, r)
-        assert r["max_lsb"] <= MAX_LSB_16, (name, r)
+        assert r["max_lsb"] <= MAX_LSB, (name, r)
+        assert r["p99_lsb"] <= P99_LSB, (name, r)
 
 
 # ---- errors and fallbacks -----------------------------------------------------------------------
@@ -362,12 +368,7 @@ class SinNet(nn.Module):
 
 
 def test_ops_without_integer_kernel_stay_float() -> None:
-    art = export(SinNet())
-    art = OnnxArtifact(
-        art.model,
-        IOContract(art.contract.inputs, tuple(replace_shape(s, (1, 8)) for s in art.contract.outputs)),
-        "passes",
-    )
+    art = export(SinNet(), out_features=8)
     qdq = quantize(art, QuantConfig(mode="int8"), calibration(art))
     tfl = lower_int8(qdq)
     _, sg, ops = ops_of(tfl)
@@ -380,10 +381,6 @@ def test_ops_without_integer_kernel_stay_float() -> None:
     assert names.count("CONV_2D") == 2
     for r in parity(qdq, tfl).values():
         assert r["max_lsb"] <= MAX_LSB, r
-
-
-def replace_shape(spec: TensorSpec, shape: tuple[int, ...]) -> TensorSpec:
-    return TensorSpec(spec.name, shape, spec.dtype, spec.layout)
 
 
 # ---- QDQ models from ONNX Runtime's quantizer ---------------------------------------------------
@@ -447,9 +444,7 @@ def make_tflite_legal(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def test_onnxruntime_qdq_rule_breaks_are_reported(
-    float_net: OnnxArtifact, tmp_path: Path
-) -> None:
+def test_onnxruntime_qdq_rule_breaks_are_reported(float_net: OnnxArtifact, tmp_path: Path) -> None:
     model = ort_qdq(float_net, tmp_path)
     qdq = read_qdq(model)
     assert qdq.activation_dtype == "int8"
@@ -472,12 +467,90 @@ def test_onnxruntime_qdq_lowers_with_its_own_scales(
     for tfl_name, onnx_name in art.facts["tensor_map"].items():
         q = by_name[tfl_name].quantization
         assert abs(q.scale[0] - want[onnx_name][0]) <= 1e-6 * want[onnx_name][0], tfl_name
-    got = sorted(
-        tuple(np.round(np.asarray(sg.tensors[int(op.inputs[1])].quantization.scale, np.float64), 12))
-        for name, op in ops_of(art)[2]
-        if name in WEIGHTED
-    )
+    got = tflite_weight_scales(art)
     for g, w in zip(got, qdq_weight_scales(qdq.model), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6)
     for name, r in parity(qdq, art).items():
         assert r["max_lsb"] <= MAX_LSB, (name, r)
+
+
+# ---- kernel quirks and graph clean-ups ----------------------------------------------------------
+class MatMulNet(nn.Module):
+    """Attention-like product of two activations: softmax(a) @ b."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(torch.softmax(a, -1), b)
+
+
+def matmul_qdq() -> OnnxArtifact:
+    shapes = ((1, 2, 8, 8), (1, 2, 8, 4))
+    buf = io.BytesIO()
+    args = tuple(torch.randn(*s) for s in shapes)
+    torch.onnx.export(
+        MatMulNet(), args, buf, opset_version=17, dynamo=False,
+        input_names=["a", "b"], output_names=["y"],
+    )  # fmt: skip
+    contract = IOContract(
+        tuple(TensorSpec(n, s, "float32") for n, s in zip("ab", shapes, strict=True)),
+        (TensorSpec("y", (1, 2, 8, 4), "float32"),),
+    )
+    art = OnnxArtifact(onnx.load_from_string(buf.getvalue()), contract, stage="passes")
+    rng = np.random.default_rng(0)
+    cal = [tuple((rng.standard_normal(s) + 1).astype(np.float32) for s in shapes) for _ in range(8)]
+    return quantize(art, QuantConfig(mode="int8"), cal)
+
+
+def test_batch_matmul_needs_a_symmetric_second_input() -> None:
+    # XNNPACK's int8 BATCH_MATMUL ignores the second input's zero point (18 dB SQNR measured):
+    # with an asymmetric `b` the op stays float, with a symmetric one it runs integer, exactly.
+    qdq = matmul_qdq()
+    art = lower_int8(qdq)
+    assert [f["op"] for f in art.facts["float_ops"]] == ["BATCH_MATMUL"]
+    assert "zero point" in art.facts["float_ops"][0]["reason"]
+    b_scale, b_zero = qdq_activation_qparams(qdq.model)["b"]
+    assert b_zero != 0
+    lo, hi = (-128 - b_zero) * b_scale, (127 - b_zero) * b_scale
+    sym = qdq.evolve(model=_set_qparams(qdq.model, "b", max(-lo, hi) / 127, 0))
+    art = lower_int8(sym)
+    assert art.facts["float_ops"] == []
+    for r in parity(sym, art).values():
+        assert r["max_lsb"] <= MAX_LSB, r
+
+
+def _set_qparams(model: onnx.ModelProto, tensor: str, scale: float, zero: int) -> onnx.ModelProto:
+    out = _set_scale(model, tensor, scale)
+    q = next(n for n in out.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == tensor)
+    init = next(i for i in out.graph.initializer if i.name == q.input[2])
+    init.CopyFrom(numpy_helper.from_array(np.array(zero, np.int8), q.input[2]))
+    return out
+
+
+def test_transpose_before_a_global_mean_is_folded(float_net: OnnxArtifact) -> None:
+    from bridge.lower import int8_fuse, lower_float
+    from bridge.lower.int8_graph import Graph
+
+    fp = lower_float(float_net)
+    model = tflite_io.load(fp.data)
+    graph = Graph(model)
+    mean = next(op for op in graph.ops if graph.op_type(op) == "MEAN")
+    src = int(mean.inputs[0])  # NHWC, reduced over (1, 2): make it NCHW reduced over (2, 3)
+    nchw = [graph.tensor(src).shape[i] for i in (0, 3, 1, 2)]
+    perm = graph.add_tensor("perm", [4], 2, data=np.array([0, 3, 1, 2], np.int32))
+    moved = graph.add_tensor("nchw", nchw, 0, like=src)
+    axes = graph.add_tensor("axes23", [2], 2, data=np.array([2, 3], np.int32))
+    transpose = graph.new_op("TRANSPOSE", [src, perm], [moved], 1)
+    graph.ops.insert(graph.ops.index(mean), transpose)
+    mean.inputs = np.asarray([moved, axes], np.int32)
+    graph.commit()
+    with_transpose = tflite_io.save(model)
+    graph = Graph(tflite_io.load(with_transpose))
+    assert int8_fuse.fold_transposes_into_reductions(graph, {id(op) for op in graph.ops}) == 1
+    mean = next(op for op in graph.ops if graph.op_type(op) == "MEAN")
+    assert graph.constant(int(mean.inputs[1])).tolist() == [1, 2]
+    assert "TRANSPOSE" not in {graph.op_type(op) for op in graph.ops[1:]}
+    graph.commit()
+    feeds = random_feeds(float_net.contract, seed=3)
+    a = LiteRTRunner(with_transpose, fp.contract).run(feeds)
+    b = LiteRTRunner(tflite_io.save(graph.model), fp.contract).run(feeds)
+    for name in a:
+        np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6)

@@ -58,3 +58,31 @@ def test_graph_without_constants_is_unchanged(g):
     result = fold_constants(model)
     assert (result.modified, result.count) == (False, 0)
     assert result.model is model
+
+
+def test_folds_the_pad_chain_torch_exports_for_f_pad(g):
+    """F.pad exports ConstantOfShape → Concat → Reshape → Slice → Transpose → Cast → Pad."""
+    import io
+
+    import torch
+
+    class Padded(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(x, (0, 1, 0, 1)) * 2
+
+    buf = io.BytesIO()
+    torch.onnx.export(
+        Padded(),
+        (torch.randn(1, 2, 4, 4),),
+        buf,
+        input_names=["x"],
+        output_names=["y"],
+        opset_version=17,
+        dynamo=False,
+    )
+    model = onnx.load_from_string(buf.getvalue())
+    assert "ConstantOfShape" in g.ops(model)
+    before = g.ort(model)
+    result = fold_constants(model)
+    assert g.ops(result.model) == ["Pad", "Mul"]
+    assert g.diff(before, g.ort(result.model)) <= EXACT

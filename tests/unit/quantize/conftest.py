@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 
 import numpy as np
 import onnx
@@ -37,16 +38,18 @@ def export(module: nn.Module, *shapes: tuple[int, ...]) -> OnnxArtifact:
     args = tuple(torch.randn(*s) for s in shapes)
     buf = io.BytesIO()
     names = [f"x{i}" for i in range(len(shapes))]
-    torch.onnx.export(
-        module,
-        args,
-        buf,
-        opset_version=17,
-        dynamo=False,
-        input_names=names,
-        output_names=["y"],
-        do_constant_folding=True,
-    )
+    with warnings.catch_warnings():  # the TorchScript exporter warns about LSTM and tracing
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            args,
+            buf,
+            opset_version=17,
+            dynamo=False,
+            input_names=names,
+            output_names=["y"],
+            do_constant_folding=True,
+        )
     return artifact_from_onnx(onnx.load_from_string(buf.getvalue()))
 
 

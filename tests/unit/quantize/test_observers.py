@@ -13,6 +13,7 @@ from bridge.quantize.observers import (
     MinMaxObserver,
     MovingAverageObserver,
     MSEObserver,
+    Observer,
     PercentileObserver,
 )
 from bridge.quantize.qparams import fake_quantize
@@ -51,7 +52,7 @@ def test_minmax_keeps_the_outlier() -> None:
     [HistogramObserver(method="kl"), PercentileObserver()],
     ids=["histogram-kl", "percentile"],
 )
-def test_kl_and_percentile_clip_the_outlier_minmax_keeps(observer: HistogramObserver) -> None:
+def test_kl_and_percentile_clip_the_outlier_minmax_keeps(observer: Observer) -> None:
     x = gaussian_with_outlier()
     minmax = MinMaxObserver()
     for chunk in np.split(x, 4):
@@ -66,7 +67,7 @@ def test_kl_and_percentile_clip_the_outlier_minmax_keeps(observer: HistogramObse
 @pytest.mark.parametrize(
     "observer", [HistogramObserver(), MSEObserver()], ids=["histogram-l2", "mse"]
 )
-def test_l2_searches_keep_a_lone_outlier(observer: HistogramObserver) -> None:
+def test_l2_searches_keep_a_lone_outlier(observer: Observer) -> None:
     """Clipping one value at 50σ costs more squared error than the finer grid saves."""
     x = gaussian_with_outlier()
     observer.update(x)
@@ -189,3 +190,9 @@ def test_int16_target_changes_the_search() -> None:
     hi8 = obs.range("int8", False)[1]
     hi16 = obs.range("int16", True)[1]
     assert hi16 > hi8
+
+
+def test_options_belong_to_their_observer() -> None:
+    with pytest.raises(TypeError):
+        PercentileObserver(method="kl")  # type: ignore[call-arg]
+    assert MSEObserver(bins=64).summary()["bins"] == 64

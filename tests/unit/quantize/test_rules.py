@@ -37,9 +37,14 @@ def test_fixed_output_qparams() -> None:
     assert RULES["Tanh"].fixed["int16"] == (1 / 32768, 0)
 
 
+SAME_SCALE_OPS = (
+    "MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Pad", "Slice",
+    "Gather", "Resize", "AveragePool", "GlobalAveragePool", "Concat",
+)  # fmt: skip
+
+
 def test_same_scale_and_float_ops() -> None:
-    for op in ("MaxPool", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Pad",
-               "Slice", "Gather", "Resize", "AveragePool", "GlobalAveragePool", "Concat"):  # fmt: skip
+    for op in SAME_SCALE_OPS:
         assert RULES[op].output == "same", op
     assert RULES["Concat"].share_inputs and RULES["Concat"].inputs is None
     assert RULES["Relu"].output == "own" and RULES["Clip"].output == "own"
@@ -111,3 +116,10 @@ def test_fixed_qparams_in_the_model(
         if n.op_type in expected:
             assert qp[n.output[0]] == pytest.approx(expected[n.op_type]), n.op_type
             assert q.facts["quantization"]["tensors"][n.output[0]]["observer"] == "fixed"
+
+
+def test_fixed_output_range_in_facts(heads: OnnxArtifact) -> None:
+    q = quantize(heads, QuantConfig(), random_samples(heads, 4))
+    tensors = q.facts["quantization"]["tensors"]
+    sigmoid = next(n for n in q.model.graph.node if n.op_type == "Sigmoid").output[0]
+    assert tensors[sigmoid]["range"] == [0.0, 255 / 256]

@@ -1,0 +1,204 @@
+"""Intermediate tensors of ONNX Runtime and LiteRT, keyed by the float ONNX model's tensor names.
+
+ORT exposes intermediate tensors as extra graph outputs. LiteRT keeps every tensor when built
+with `preserve_all_tensors` (which also turns off the XNNPACK delegate, so each tensor is
+computed by the interpreter's own kernels); a .tflite tensor is found through the lowering's
+correspondence (or by the ONNX name itself), dequantized with its own scale and zero point, and
+moved back to channel-first when the lowering made it channel-last.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from bridge.contract import IOContract
+from bridge.verify.runners import LiteRTRunner, OrtRunner
+
+log = logging.getLogger(__name__)
+
+
+def float_tensors(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto]]:
+    """(tensor, producing node) for every node output, in graph order, Constant nodes excluded."""
+    return [
+        (out, node)
+        for node in model.graph.node
+        if node.op_type != "Constant"
+        for out in node.output
+        if out
+    ]
+
+
+class OrtTensors:
+    """ORT with `names` exposed; `run(feeds)` returns every one that is a float array.
+
+    Args:
+        model: the ONNX model.
+        contract: its I/O contract.
+        names: ONNX tensor name → the name to read in `model` (a QDQ model reads a quantized
+            tensor at its DequantizeLinear output).
+    """
+
+    def __init__(
+        self, model: onnx.ModelProto, contract: IOContract, names: Mapping[str, str]
+    ) -> None:
+        self.names = dict(names)
+        self.runner = OrtRunner(model, contract, extra_outputs=sorted(set(self.names.values())))
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = self.runner.run(feeds)
+        out = {}
+        for name, read in self.names.items():
+            v = values.get(read)
+            if v is not None and np.asarray(v).dtype.kind == "f":
+                out[name] = np.asarray(v, np.float32)
+        return out
+
+
+@dataclass(frozen=True)
+class TfliteValue:
+    """A .tflite tensor read back as the ONNX tensor it holds.
+
+    Attributes:
+        value: float32, channel-first, dequantized.
+        scale: the tensor's quantization step (None for float tensors).
+    """
+
+    value: np.ndarray
+    scale: float | None
+
+
+class TfliteTensors:
+    """LiteRT with every tensor preserved; `run(feeds, shapes)` returns the mapped tensors.
+
+    Args:
+        model: the .tflite bytes or path.
+        contract: the .tflite's own I/O contract.
+        user_contract: the channel-first contract feeds are given in.
+        correspondence: ONNX name → {"tflite", "channel_last", "fused"} from the lowering.
+        names: the ONNX tensors wanted → the name of the ONNX node that writes each.
+
+    A tensor is looked up under its correspondence entry, then its own name, then the name
+    onnx2tf gives a node's channel-last output (`<node>_output_nhwc`), which its own report
+    misses when it dropped the channel-first copy.
+    """
+
+    def __init__(
+        self,
+        model: bytes | Path,
+        contract: IOContract,
+        *,
+        user_contract: IOContract,
+        correspondence: Mapping[str, Mapping[str, Any]],
+        names: Mapping[str, str],
+    ) -> None:
+        with warnings.catch_warnings():  # LiteRT warns that preserving tensors costs memory
+            warnings.simplefilter("ignore", UserWarning)
+            self.runner = LiteRTRunner(
+                model, contract, user_contract=user_contract, preserve_all_tensors=True
+            )
+        details = {d["name"]: d for d in self.runner.interpreter.get_tensor_details()}
+        fused = fused_activation_outputs(model)
+        self.found: dict[str, tuple[dict, bool | None]] = {}
+        for name, node in names.items():
+            entry = correspondence.get(name) or {}
+            if entry.get("fused"):
+                continue  # its .tflite tensor holds a later ONNX tensor's values
+            candidates = [(entry.get("tflite"), entry.get("channel_last"))]
+            # by name only where no activation was fused in: that would hold a later tensor
+            candidates += [
+                (c, cl) for c, cl in ((name, None), (f"{node}_output_nhwc", True)) if c not in fused
+            ]
+            for candidate, channel_last in candidates:
+                if candidate in details and _is_activation(details[candidate]):
+                    self.found[name] = (details[candidate], channel_last)
+                    break
+
+    def run(
+        self, feeds: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+    ) -> dict[str, TfliteValue]:
+        """Run one sample; `shapes` are the ONNX shapes, used to undo channel-last layouts."""
+        self.runner.run(feeds)
+        interp = self.runner.interpreter
+        out: dict[str, TfliteValue] = {}
+        for name, (detail, channel_last) in self.found.items():
+            if name not in shapes:
+                continue
+            try:
+                raw = interp.get_tensor(detail["index"])
+            except ValueError:  # not allocated: the tensor was never computed
+                continue
+            value, scale = dequantize(raw, detail)
+            if value is None:
+                continue
+            value = to_channel_first(value, shapes[name], channel_last)
+            if value is not None:
+                out[name] = TfliteValue(value, scale)
+        return out
+
+
+def fused_activation_outputs(model: bytes | Path) -> set[str]:
+    """Names of the .tflite tensors written by an operator with a fused activation."""
+    from bridge.lower import tflite_io
+
+    data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
+    m = tflite_io.load(bytes(data))
+    sg = m.subgraphs[0]
+    return {
+        tflite_io.tensor_name(sg.tensors[i])
+        for op in sg.operators or []
+        if getattr(op.builtinOptions, "fusedActivationFunction", 0)
+        for i in op.outputs
+        if i >= 0
+    }
+
+
+def _is_activation(detail: dict) -> bool:
+    return np.dtype(detail["dtype"]).kind in "fiu" and detail["dtype"] not in (np.int32, np.int64)
+
+
+def dequantize(raw: np.ndarray, detail: dict) -> tuple[np.ndarray | None, float | None]:
+    """float32 values of a tensor read from LiteRT and its per-tensor scale (None if float).
+
+    Integer tensors without a single scale (per-channel or unquantized) give (None, None).
+    """
+    if raw.dtype.kind == "f":
+        return raw.astype(np.float32), None
+    q = detail.get("quantization_parameters") or {}
+    scales = np.ravel(q.get("scales", []))
+    zeros = np.ravel(q.get("zero_points", []))
+    if scales.size != 1 or not scales[0]:
+        return None, None
+    zero = int(zeros[0]) if zeros.size else 0
+    scale = float(scales[0])
+    return ((raw.astype(np.float32) - zero) * scale).astype(np.float32), scale
+
+
+def to_channel_first(
+    value: np.ndarray, shape: Sequence[int], channel_last: bool | None
+) -> np.ndarray | None:
+    """`value` in the ONNX layout of `shape`: as is, or with its last axis moved to axis 1
+    (after dropping the dummy height axis of a 1-D convolution lowered as 2-D).
+
+    `channel_last` (from the correspondence) decides when both readings fit the shape; None
+    means unknown, and then an exact shape match wins. Returns None if neither fits.
+    """
+    shape = tuple(int(d) for d in shape)
+    if value.ndim == len(shape) + 1 == 4 and value.shape[1] == 1 and channel_last is not False:
+        value = value[:, 0]  # a 1-D convolution lowered as 2-D: [N, 1, W, C] → [N, W, C]
+    same = value.shape == shape
+    moved = None
+    if value.ndim >= 3:
+        perm = (0, value.ndim - 1, *range(1, value.ndim - 1))
+        if tuple(value.shape[p] for p in perm) == shape:
+            moved = np.transpose(value, perm)
+    if same and (moved is None or not channel_last):
+        return value
+    return moved

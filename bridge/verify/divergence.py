@@ -1,0 +1,162 @@
+"""The first diverging layer of a per-layer comparison, the layers to blame, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import onnx
+
+#: Stop walking upstream for the layers to blame after this many nodes.
+MAX_SUSPECTS = 64
+
+
+def first_divergence(
+    layers: Mapping[str, Any],
+    model: onnx.ModelProto,
+    quant: Mapping[str, Any],
+    *,
+    floats: set[str],
+) -> dict[str, Any] | None:
+    """The first row (graph order) where a judged link misses its floor, explained; or None.
+
+    `floats` are the float tensors of `model`; only nodes writing one are blamed.
+    """
+    judged = [k for k in layers["links"] if k["kind"] and k["floor"] is not None]
+    for row in layers["rows"]:
+        missed = [
+            k
+            for k in judged
+            if k["pair"] in row["metrics"] and row["metrics"][k["pair"]]["sqnr_db"] < k["floor"]
+        ]
+        if not missed:
+            continue
+        link = missed[0]
+        m = row["metrics"][link["pair"]]
+        suspects, upstream = _suspects(model, row["tensor"], link["pair"], layers["rows"], floats)
+        # a quantized tensor carries its own error; otherwise blame the first layer after the
+        # last agreeing tensors
+        layer = (row["node"], row["op"])
+        if link["kind"] != "quantization" and suspects:
+            layer = suspects[0]
+        found = {
+            "tensor": row["tensor"],
+            "node": row["node"],
+            "op": row["op"],
+            "index": row["index"],
+            "layer": layer[0],
+            "layer_op": layer[1],
+            "suspects": [s[0] for s in suspects],
+            "pair": link["pair"],
+            "kind": link["kind"],
+            "also": [k["pair"] for k in missed[1:]],
+            "sqnr_db": m["sqnr_db"],
+            "floor": link["floor"],
+            "max_abs": m["max_abs"],
+            "lsb_max": m["lsb_max"],
+            "value_range": row["range"],
+            "input_sqnr_db": upstream,
+        }
+        if link["kind"] == "quantization":
+            found["quantization"] = _quant_fact(quant.get(row["tensor"]))
+        found["explanation"] = explain(found, layers.get("labels", {}))
+        return found
+    return None
+
+
+def _quant_fact(fact: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if not fact:
+        return None
+    keys = ("range", "observed_range", "scale", "zero_point", "dtype", "observer")
+    return {k: fact.get(k) for k in keys if k in fact}
+
+
+def _suspects(
+    model: onnx.ModelProto, tensor: str, pair: str, rows: list[dict[str, Any]], floats: set[str]
+) -> tuple[list[tuple[str, str]], float | None]:
+    """Nodes between `tensor` and the nearest upstream tensors compared on `pair`, in graph
+    order: the layers that may have caused the divergence seen at `tensor`, and the lowest SQNR
+    on those upstream tensors (None if there are none). Every row before the first divergence
+    agrees, so any compared upstream tensor is a good one. Nodes that compute no float tensor
+    (shape arithmetic) are left out."""
+    sqnr = {
+        r["tensor"]: r["metrics"][pair]["sqnr_db"]
+        for r in rows
+        if pair in r["metrics"] and r["tensor"] != tensor
+    }
+    producer = {o: (i, n) for i, n in enumerate(model.graph.node) for o in n.output}
+    seen: dict[int, onnx.NodeProto] = {}
+    boundary: list[float] = []
+    stack = [tensor]
+    while stack and len(seen) < MAX_SUSPECTS:
+        t = stack.pop()
+        if t not in producer:
+            continue
+        i, node = producer[t]
+        if i in seen or node.op_type == "Constant":
+            continue
+        seen[i] = node
+        for u in node.input:
+            if u in sqnr:
+                boundary.append(sqnr[u])
+            elif u:
+                stack.append(u)
+    nodes = [
+        (seen[i].name or seen[i].output[0], seen[i].op_type)
+        for i in sorted(seen)
+        if floats.intersection(seen[i].output)
+    ]
+    return nodes, (min(boundary) if boundary else None)
+
+
+def explain(found: Mapping[str, Any], labels: Mapping[str, str]) -> str:
+    """One paragraph: which layer, which link, what it means and what to look at."""
+    ref, cand = found["pair"].split("_vs_")
+    where = f"layer {short_name(found['layer'])} ({found['layer_op']})"
+    if found["tensor"] != found["layer"]:
+        where += f", seen at tensor {found['tensor']}"
+    head = (
+        f"first diverging {where}: {labels.get(cand, cand)} vs {labels.get(ref, ref)} "
+        f"SQNR {found['sqnr_db']:.1f} dB < {found['floor']:.0f} dB (max abs {found['max_abs']:.3g}"
+        + (f", {found['lsb_max']:.1f} LSB" if found.get("lsb_max") is not None else "")
+        + ")"
+        + (
+            f", down from {found['input_sqnr_db']:.1f} dB on its inputs."
+            if found.get("input_sqnr_db") is not None
+            else "."
+        )
+    )
+    kind = found["kind"]
+    if kind == "export":
+        return head + " Export error: the ONNX model already disagrees with torch here."
+    if kind == "conversion":
+        return head + (
+            f" Conversion error: the .tflite disagrees with the ONNX model it was lowered from "
+            f"({labels.get(ref, ref)}), while the layers before agree."
+        )
+    text = head + (
+        " Quantization error: the quantized ONNX model disagrees with the float one here and "
+        "the .tflite follows it."
+    )
+    q = found.get("quantization") or {}
+    vr = found.get("value_range")
+    if q.get("range"):
+        text += f" Quantization range [{q['range'][0]:.4g}, {q['range'][1]:.4g}]"
+        if q.get("observed_range"):
+            obs = q["observed_range"]
+            text += f" (observer {q.get('observer', '')} saw [{obs[0]:.4g}, {obs[1]:.4g}])"
+        if vr:
+            text += f"; on the verification samples the tensor spans [{vr[0]:.4g}, {vr[1]:.4g}]"
+        text += "."
+    return text
+
+
+def short_name(node: str) -> str:
+    """ "/features/features.1/block/block.0/Conv" → "features.1/block.0/Conv"."""
+    parts = [p for p in node.split("/") if p]
+    keep = [
+        p
+        for i, p in enumerate(parts)
+        if i + 1 == len(parts) or not parts[i + 1].startswith(p + ".")
+    ]
+    return "/".join(keep) or node

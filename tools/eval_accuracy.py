@@ -1,0 +1,135 @@
+"""Accuracy of real trained models through bridge: torch ⇄ ONNX Runtime ⇄ LiteRT, per mode.
+
+    .venv/bin/python tools/eval_accuracy.py                       # every model, every mode
+    .venv/bin/python tools/eval_accuracy.py --models fashion_mnist --modes fp32 int8
+
+Prints a table (model, mode, torch, ORT, TFLite, drop in points, .tflite size) and writes
+tools/results/accuracy.json. Needs the assets of `bash ci/assets.sh`; touches no network.
+Metric: top-1 % (EfficientNet: on labelled photo crops; "agree" is the % of samples whose top-1
+equals torch's); for MiniLM the linear-probe top-1 % and the embedding cosine to torch fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from models.real.evaluate import Row
+
+log = logging.getLogger("eval_accuracy")
+
+MODES = ("fp32", "fp16", "dynamic", "int8")
+MODELS = ("digits_mnist", "digits_opencv", "fashion_mnist", "efficientnet_lite0", "minilm")
+# Evaluation samples per model by default: batch-1 loops stay within minutes on 2 cores.
+LIMITS = {"efficientnet_lite0": 90, "minilm": 400}
+DEFAULT_OUT = ROOT / "tools" / "results" / "accuracy.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    rows: list[dict[str, Any]] = []
+    from models.real.assets import cache_dir
+
+    work = Path(args.work) if args.work else cache_dir() / "accuracy"
+    for name in args.models:
+        for mode in args.modes:
+            row = _evaluate(name, mode, work, limit=args.limit or LIMITS.get(name))
+            rows.append(row.to_dict())
+            print(_line(row.to_dict()), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"environment": _environment(), "rows": rows}, indent=1))
+    print()
+    print(render_table(rows))
+    print(f"\nwrote {args.out}")
+    return 1 if any(r["error"] for r in rows) else 0
+
+
+def _evaluate(name: str, mode: str, work: Path, *, limit: int | None) -> Row:
+    """One model × mode in a child process (a native crash fails that row only); torch's
+    outputs are cached in the work folder, so each model runs in torch once."""
+    from models.real.isolated import evaluate_isolated
+
+    t0 = time.perf_counter()
+    row = evaluate_isolated(name, mode, work / name / mode, limit=limit, cache=work / "cache")
+    log.info("%s %s: %.1f s", name, mode, time.perf_counter() - t0)
+    return row
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument("--modes", nargs="+", default=list(MODES))
+    p.add_argument("--limit", type=int, default=None, help="evaluation samples per model")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--work", help="folder for conversions and torch outputs (default: the cache)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+HEADER = ("model", "mode", "metric", "n", "torch", "ORT", "TFLite", "drop", "agree/cos", "MB")
+
+
+def _cell(score: dict[str, Any] | None) -> str:
+    return "-" if score is None else f"{score['metric']:.2f}"
+
+
+def _extra(row: dict[str, Any]) -> str:
+    t = row["tflite"]
+    if t is None:
+        return "-"
+    if t["cos_mean"] is not None:
+        return f"cos {t['cos_mean']:.4f} (min {t['cos_min']:.3f})"
+    return f"agree {t['agree']:.2f}"
+
+
+def _line(row: dict[str, Any]) -> str:
+    if row["error"]:
+        return f"{row['model']} {row['mode']}: FAILED {row['error'][:300]}"
+    return (
+        f"{row['model']} {row['mode']}: torch {_cell(row['torch'])} ORT {_cell(row['ort'])} "
+        f"TFLite {_cell(row['tflite'])} drop {row['drop']:+.2f} {_extra(row)}"
+    )
+
+
+def render_table(rows: list[dict[str, Any]]) -> str:
+    """A Markdown table of the rows."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    for r in rows:
+        drop = "-" if r["drop"] is None else f"{r['drop']:+.2f}"
+        mb = "-" if r["tflite_mb"] is None else f"{r['tflite_mb']:.2f}"
+        extra = "error: " + r["error"][:80] if r["error"] else _extra(r)
+        cells = (
+            r["model"], r["mode"], r["metric"], str(r["samples"]), _cell(r["torch"]),
+            _cell(r["ort"]), _cell(r["tflite"]), drop, extra, mb,
+        )  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _environment() -> dict[str, str]:
+    from importlib.metadata import version
+
+    env = {"python": platform.python_version(), "machine": platform.machine()}
+    for pkg in ("torch", "onnx", "onnxruntime", "ai-edge-litert", "onnx2tf", "numpy"):
+        env[pkg] = version(pkg)
+    env["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    return env
+
+
+if __name__ == "__main__":
+    sys.exit(main())
