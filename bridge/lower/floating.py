@@ -20,6 +20,7 @@ from bridge.contract import CHANNEL_FIRST, IOContract
 from bridge.errors import ConfigError, LoweringError, UnsupportedOpError
 from bridge.lower import (
     correspondence,
+    fold_bias,
     fused_outputs,
     graph_edit,
     io_contract,
@@ -79,6 +80,7 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
                 f"{first} Also unsupported: {others}.", node=first.node, op=first.op
             )
         raise first
+    fold_bias.fold_transpose_conv_bias(model)
     restored = fused_outputs.restore_fused_outputs(model, result.records)
     if restored:
         log.info("restored outputs onnx2tf fused into an activation: %s", restored)

@@ -15,13 +15,8 @@ def first_divergence(
     layers: Mapping[str, Any],
     model: onnx.ModelProto,
     quant: Mapping[str, Any],
-    *,
-    floats: set[str],
 ) -> dict[str, Any] | None:
-    """The first row (graph order) where a judged link misses its floor, explained; or None.
-
-    `floats` are the float tensors of `model`; only nodes writing one are blamed.
-    """
+    """The first row (graph order) where a judged link misses its floor, explained; or None."""
     judged = [k for k in layers["links"] if k["kind"] and k["floor"] is not None]
     for row in layers["rows"]:
         missed = [
@@ -33,7 +28,7 @@ def first_divergence(
             continue
         link = missed[0]
         m = row["metrics"][link["pair"]]
-        suspects, upstream = _suspects(model, row["tensor"], link["pair"], layers["rows"], floats)
+        suspects, upstream = _suspects(model, row["tensor"], link["pair"], layers["rows"])
         # a quantized tensor carries its own error; otherwise blame the first layer after the
         # last agreeing tensors
         layer = (row["node"], row["op"])
@@ -72,7 +67,7 @@ def _quant_fact(fact: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def _suspects(
-    model: onnx.ModelProto, tensor: str, pair: str, rows: list[dict[str, Any]], floats: set[str]
+    model: onnx.ModelProto, tensor: str, pair: str, rows: list[dict[str, Any]]
 ) -> tuple[list[tuple[str, str]], float | None]:
     """Nodes between `tensor` and the nearest upstream tensors compared on `pair`, in graph
     order: the layers that may have caused the divergence seen at `tensor`, and the lowest SQNR
@@ -84,6 +79,7 @@ def _suspects(
         for r in rows
         if pair in r["metrics"] and r["tensor"] != tensor
     }
+    floats = {r["tensor"] for r in rows}
     producer = {o: (i, n) for i, n in enumerate(model.graph.node) for o in n.output}
     seen: dict[int, onnx.NodeProto] = {}
     boundary: list[float] = []

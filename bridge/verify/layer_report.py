@@ -73,7 +73,11 @@ def verdict(layers: Mapping[str, Any]) -> str:
     if found:
         return found["explanation"]
     n = len(layers["rows"])
-    return f"no diverging layer: all {n} compared tensors meet their floors."
+    k = sum(1 for r in layers["rows"] if r["metrics"])
+    text = f"no diverging layer: all {k} compared tensors meet their floors."
+    if k < n:
+        text += f" {n - k} of the {n} tensors have no counterpart to compare with."
+    return text
 
 
 def floors_line(layers: Mapping[str, Any]) -> str:

@@ -73,13 +73,14 @@ class LayerStats:
     def rows(
         self, tensors: Sequence[tuple[str, onnx.NodeProto]], links: Sequence[Any]
     ) -> list[dict[str, Any]]:
-        """One row per tensor compared on at least one link, in graph order."""
+        """One row per float tensor of the float ONNX model, in graph order (its metrics are
+        empty where no two runtimes hold it, e.g. a Conv output fused with its ReLU)."""
         rows: list[dict[str, Any]] = []
         for t, node in tensors:
             metrics = {
                 k.pair: self.acc[(k.pair, t)].result() for k in links if (k.pair, t) in self.acc
             }
-            if metrics:
+            if t in self.shapes:
                 rows.append(
                     {
                         "index": len(rows),

@@ -159,9 +159,7 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
         "samples": len(feeds),
         "rows": rows,
     }
-    layers["first_divergence"] = first_divergence(
-        layers, inputs.onnx, inputs.quant_tensors, floats=set(stats.shapes)
-    )
+    layers["first_divergence"] = first_divergence(layers, inputs.onnx, inputs.quant_tensors)
     layers["seconds"] = round(time.perf_counter() - start, 3)
     log.info(
         "per-layer comparison: %d tensors, %d links, %.2fs",
