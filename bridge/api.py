@@ -257,13 +257,30 @@ def _quantize(
 
 
 def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: int):
-    """Stream calibration samples through, keeping the first `n` for verification."""
+    """Stream calibration samples through, keeping the first `n` for verification.
+
+    Those `n` are held out (not calibrated on) when there are more than 2n samples: ranges
+    fitted to the very data that verifies them hide the clipping that new data meets. With
+    2n samples or fewer, all of them calibrate and verification reuses the first `n`.
+    """
     from bridge.quantize.calibrate import load_calibration, sample_feeds
 
+    head: list[Any] = []
+    held_out = False
     for index, sample in enumerate(load_calibration(calibration, contract)):
-        if len(kept) < n:
-            kept.append(sample_feeds(sample, contract, index))  # checked: CalibrationError
+        feeds = sample_feeds(sample, contract, index)  # checked here: CalibrationError
+        if index < n:
+            kept.append(feeds)
+        if index < 2 * n:
+            head.append(sample)
+            continue
+        if not held_out:
+            log.info("calibration: the first %d samples are held out for verification", n)
+            held_out = True
+            yield from head[n:]
         yield sample
+    if not held_out:  # 2n samples or fewer: calibrate on all of them
+        yield from head
 
 
 def _as_feeds(sample: Any, contract: IOContract) -> dict[str, np.ndarray]:

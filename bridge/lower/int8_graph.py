@@ -15,6 +15,7 @@ _OPTIONS = {
     "QUANTIZE": ("QuantizeOptionsT", "QuantizeOptions"),
     "DEQUANTIZE": ("DequantizeOptionsT", "DequantizeOptions"),
     "RESHAPE": ("ReshapeOptionsT", "ReshapeOptions"),
+    "FULLY_CONNECTED": ("FullyConnectedOptionsT", "FullyConnectedOptions"),
 }
 
 

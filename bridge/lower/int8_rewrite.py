@@ -18,6 +18,7 @@ from bridge.lower import int8_kernels, tflite_io
 from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_constants import TYPE_CODES, ConstantWriter
 from bridge.lower.int8_graph import Graph, quantization
+from bridge.lower.int8_linear import FC_KEEP_DIMS_VERSION
 from bridge.lower.int8_qdq import QdqModel
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def materialize(
         if id(op) in plan.integer_ops:
             constants.quantize_inputs(op, plan)
     out.computed_qparams = constants.computed
+    if io_dtype == "float32":
+        out.conversions += _round_float_outputs(graph, plan, act_dtype)
     _activations(graph, plan, act_dtype=act_dtype, io_dtype=io_dtype, out=out)
     _set_versions(graph, plan, act_dtype)
     return out
@@ -102,6 +105,34 @@ def _activations(graph: Graph, plan: Plan, *, act_dtype: str, io_dtype: str, out
     graph.ops = ops
 
 
+def _round_float_outputs(graph: Graph, plan: Plan, act_dtype: str) -> int:
+    """Float-op outputs that the QDQ model quantizes go through their integer form: the
+    producer writes a fresh float tensor, QUANTIZE makes the integer one (which integer readers
+    take) and DEQUANTIZE writes the graph output. Returns the number of conversions added."""
+    producers = graph.producers()
+    added = 0
+    for t in graph.outputs:
+        prod = producers.get(t)
+        qp = plan.qparams.get(t)
+        if prod is None or qp is None or id(prod) in plan.integer_ops:
+            continue
+        raw = graph.add_tensor(f"{graph.name(t)}_float32", graph.tensor(t).shape, 0, like=t)
+        integer = graph.add_tensor(f"{graph.name(t)}_{act_dtype}", graph.tensor(t).shape, 0, like=t)
+        _retype(graph, integer, "int", qp, act_dtype)
+        prod.outputs = np.asarray([raw if o == t else o for o in prod.outputs], np.int32)
+        readers = graph.consumers().get(t, [])
+        graph.replace_input(t, integer, only=[op for op in readers if id(op) in plan.integer_ops])
+        graph.replace_input(t, raw, only=[op for op in readers if id(op) not in plan.integer_ops])
+        convs = [
+            _conversion(graph, raw, integer, "float", "int", act_dtype),
+            _conversion(graph, integer, t, "int", "float", act_dtype),
+        ]
+        at = graph.ops.index(prod) + 1
+        graph.ops[at:at] = convs
+        added += len(convs)
+    return added
+
+
 def _kind_dtype(kind: str, act_dtype: str) -> str:
     return {"int": act_dtype, "float": "float32", "uint8": "uint8"}[kind]
 
@@ -135,6 +166,8 @@ def _set_versions(graph: Graph, plan: Plan, act_dtype: str) -> None:
             continue
         k = int8_kernels.kernel(graph.op_type(op))
         version = None if k is None else (k.int8 if act_dtype == "int8" else k.int16)
+        if getattr(op.builtinOptions, "keepNumDims", False) and version is not None:
+            version = max(version, FC_KEEP_DIMS_VERSION)
         if version is not None:
             graph.set_version(op, version)
 

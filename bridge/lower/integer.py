@@ -21,7 +21,14 @@ from typing import Any
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError, LoweringError
-from bridge.lower import int8_assign, int8_fuse, int8_match, int8_rewrite, tflite_io
+from bridge.lower import (
+    int8_assign,
+    int8_fuse,
+    int8_linear,
+    int8_match,
+    int8_rewrite,
+    tflite_io,
+)
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
@@ -115,6 +122,7 @@ def integerize(
     model = tflite_io.load(float_tflite.data)
     graph = Graph(model)
     matches = int8_match.match_activations(tfl_vals, onnx_vals)
+    linearized = int8_linear.linearize(graph, matches, qdq)
     fused = int8_fuse.fuse_activations(graph)
     order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}
     plan = int8_assign.assign(graph, matches, qdq, act_dtype=act_dtype, onnx_order=order)
@@ -139,6 +147,7 @@ def integerize(
         "activation_dtype": act_dtype,
         "io_dtype": io_dtype,
         "fused_activations": fused,
+        "matmuls_as_fully_connected": linearized,
         "transposes_folded": folded,
         "conversions": rewrite.conversions,
         "computed_qparams": rewrite.computed_qparams,

@@ -11,6 +11,13 @@ which tensors to observe and the QDQ writer knows where to put QuantizeLinear/De
   output of a Conv/Gemm/MatMul/Add/Sub/Mul that only feeds a fusable Relu/Clip (TFLite fuses it).
 - Shared-scale groups: a "same" op joins its output with its first data input; Concat/Max/Min
   join every data input with the output. Fixed-qparams outputs impose their qparams on the group.
+- Symmetric tensors: activations a rule lists in `symmetric_inputs` (MatMul's input 1) need
+  zero point 0; their whole group is quantized symmetrically.
+- Fused patterns (`bridge.quantize.patterns`): a GELU chain is one quantized node (its input and
+  output get QDQ, nothing inside); MatMul(W) + Add(b) is one linear layer whose product is not
+  rounded and whose bias is int32 with scale s_in·s_w, as in TFLite's FULLY_CONNECTED.
+- Graph outputs are always quantized (a float op's output too): an int8 model has int8 outputs,
+  which `io_dtype="int8"` hands out and the output-LSB parity check measures.
 """
 
 from __future__ import annotations
@@ -25,7 +32,10 @@ import onnx
 from onnx import numpy_helper
 
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.patterns import Match, find_patterns
 from bridge.quantize.rules import (
+    FLOAT_ABSORBED_OPS,
+    SHARED_SCALE_MAX_RATIO,
     UNLISTED_REASON,
     OpRule,
     fusable_activation,
@@ -39,6 +49,12 @@ log = logging.getLogger(__name__)
 DYNAMIC_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 EXCLUDED = "excluded by QuantConfig.exclude_nodes"
 ISOLATED_MOVE = "moves data between float ops only; no quantized neighbour"
+ABSORBED = (
+    "only float ops read its output: an int8 result would be dequantized at once, a rounding "
+    "that buys no integer kernel (rules.FLOAT_ABSORBED_OPS)"
+)
+
+Ranges = Mapping[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -50,6 +66,12 @@ class WeightUse:
     axis: int | None
     bias: str | None = None
     source: str | None = None  # the activation whose scale is s_in in the bias scale
+    bias_node: str | None = None  # the node reading the bias, when not `node` (MatMul + Add)
+
+    @property
+    def bias_reader(self) -> str:
+        """The node whose input is the bias."""
+        return self.bias_node or self.node
 
 
 @dataclass
@@ -65,6 +87,10 @@ class QuantPlan:
     groups: list[list[str]] = field(default_factory=list)  # tensors sharing one scale
     fused: list[dict[str, str]] = field(default_factory=list)
     float_nodes: list[dict[str, str]] = field(default_factory=list)
+    data_inputs: dict[int, list[str]] = field(default_factory=dict)  # node index → data inputs
+    symmetric: set[str] = field(default_factory=set)  # tensors that need zero point 0
+    patterns: list[dict[str, object]] = field(default_factory=list)  # fused patterns applied
+    inside: set[int] = field(default_factory=set)  # nodes inside an applied fused pattern
 
     def group_of(self) -> dict[str, list[str]]:
         """Tensor name → the group (list of tensor names) it shares a scale with."""
@@ -138,6 +164,7 @@ def build_plan(
     config: QuantConfig,
     *,
     available: Collection[str] | None = None,
+    ranges: Ranges | None = None,
 ) -> QuantPlan:
     """Plan the quantization of `model` under `config`.
 
@@ -146,27 +173,36 @@ def build_plan(
         config: the quantization config.
         available: activation tensors that have statistics; a node needing another stays float
             (None: assume all do, as when planning what to calibrate).
+        ranges: calibrated (min, max) per activation, for the rules that look at data
+            (`rules.SHARED_SCALE_MAX_RATIO`); None skips them.
     """
     if config.mode == "dynamic":
         return _dynamic_plan(model, config)
     forced: dict[str, str] = {}
     while True:
-        plan = _plan(model, config, forced)
+        plan = _plan(model, config, forced, ranges or {})
         if available is None:
             return plan
         acts = set(plan.activations)
         missing = {}
         for i in plan.quantized:
             node = model.graph.node[i]
-            for t in [*node.input, *node.output]:
+            for t in [*plan.data_inputs[i], *node.output]:
                 if t in acts and t not in available and t not in plan.fixed:
                     missing[plan.node_names[i]] = f"no calibration statistics for {t!r}"
         if not missing:
+            # a float op's graph output without statistics stays float
+            keep = {t for t in acts if t in available or t in plan.fixed}
+            plan.activations = [t for t in plan.activations if t in keep]
+            groups = [[t for t in g if t in keep or t not in acts] for g in plan.groups]
+            plan.groups = [g for g in groups if g]
             return plan
         forced.update(missing)
 
 
-def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]) -> QuantPlan:
+def _plan(
+    model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str], ranges: Ranges
+) -> QuantPlan:
     graph = model.graph
     plan = QuantPlan(node_names(graph))
     consts = constant_values(model)
@@ -178,23 +214,39 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
         for t in node.input:
             if t:
                 consumers[t].append(i)
+    matches = find_patterns(graph, consts)
+    gelu = {m.nodes[-1]: m for m in matches if m.pattern.name == "gelu_erf"}
+    inside = {k for m in gelu.values() for k in m.nodes[:-1]}
 
-    data_of: dict[int, list[str]] = {}
+    data_of = plan.data_inputs
     for i, node in enumerate(graph.node):
+        if i in inside:
+            continue  # part of a fused op: only its input and output are quantized
         name = plan.node_names[i]
-        rule = rule_for(node.op_type, node)
+        op_type = node.op_type
+        rule = rule_for(op_type, node)
         data = _data_inputs(node, rule, consts)
+        if i in gelu:
+            op_type, rule, data = "Gelu", rule_for("Gelu"), [gelu[i].data]
+            reason = _chain_reason(gelu[i], plan.node_names, config, forced, act_dtype)
+        else:
+            reason = forced.get(name) or _float_reason(node, name, rule, config, act_dtype)
         float_data = [t for t in data if t in floats]
         float_out = [t for t in node.output if t and t in floats]
-        if not float_data or not float_out or node.op_type == "Constant":
+        if not float_data or not float_out or op_type == "Constant":
             continue  # integer arithmetic, constants: not ours to quantize
-        reason = forced.get(name) or _float_reason(node, name, rule, config, act_dtype)
+        if reason is None and rule is not None and rule.share_inputs:
+            reason = _range_spread(float_data, ranges, consts)
         if reason is not None or rule is None:
-            plan.float_nodes.append({"node": name, "op": node.op_type, "reason": str(reason)})
+            plan.float_nodes.append({"node": name, "op": op_type, "reason": str(reason)})
             continue
         plan.quantized[i] = rule
         data_of[i] = float_data
+    owner = {k: m.nodes[-1] for m in gelu.values() for k in m.nodes[:-1]}
+    tails = {m.nodes[-1] for m in matches}  # fused ops have kernels of their own
     _drop_isolated_moves(plan, graph, data_of, consumers)
+    _absorb_into_float(plan, graph, consumers, owner, tails)
+    internal, biases = _apply_patterns(plan, graph, matches, gelu)
 
     acts: dict[str, None] = {}
     const_inputs: dict[str, None] = {}
@@ -212,7 +264,10 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
         if rule.output == "fixed":
             for t in outs:
                 plan.fixed[t] = rule.fixed[act_dtype]
-        _plan_weights(plan, i, node, rule, consts)
+        for k in rule.symmetric_inputs:
+            if k < len(node.input) and node.input[k] in data_of[i]:
+                plan.symmetric.add(node.input[k])
+        _plan_weights(plan, i, node, rule, consts, biases.get(i))
 
     for i, rule in plan.quantized.items():
         out = graph.node[i].output[0]
@@ -227,6 +282,11 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
         ):
             acts.pop(out, None)
             plan.fused.append({"node": plan.node_names[i], "activation": plan.node_names[users[0]]})
+    for t in internal:
+        acts.pop(t, None)
+    for o in graph.output:  # int8 models have int8 outputs, whoever computes them
+        if o.name in floats and o.name not in acts and any(o.name in n.output for n in graph.node):
+            acts[o.name] = None
 
     plan.activations = list(acts)
     plan.constants = list(const_inputs)
@@ -235,6 +295,110 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
         by_root[uf.find(t)].append(t)
     plan.groups = list(by_root.values())
     return plan
+
+
+def _chain_reason(
+    match: Match,
+    names: list[str],
+    config: QuantConfig,
+    forced: Mapping[str, str],
+    act_dtype: str,
+) -> str | None:
+    """Why a fused chain stays float: one of its nodes is excluded or forced, or its rule says so."""
+    for k in match.nodes:
+        if names[k] in forced:
+            return forced[names[k]]
+        if names[k] in config.exclude_nodes:
+            return EXCLUDED
+    rule = rule_for(match.pattern.rule_op)
+    if rule is None:
+        return UNLISTED_REASON
+    if act_dtype == "int16" and not rule.int16:
+        return rule.reason or f"TFLite has no 16x8 {match.pattern.tflite_op} kernel"
+    return None
+
+
+def _apply_patterns(
+    plan: QuantPlan,
+    graph: onnx.GraphProto,
+    matches: list[Match],
+    gelu: Mapping[int, Match],
+) -> tuple[set[str], dict[int, tuple[str, str]]]:
+    """Record the fused patterns that apply; return their internal tensors and, per MatMul node
+    index, the (bias, Add node name) folded into it."""
+    internal: set[str] = set()
+    biases: dict[int, tuple[str, str]] = {}
+    for m in matches:
+        if m.nodes[-1] in gelu:
+            if m.nodes[-1] not in plan.quantized:
+                continue
+        else:  # matmul_bias: both nodes quantized, the MatMul's weight constant
+            mm, add = m.nodes
+            if mm not in plan.quantized or add not in plan.quantized:
+                continue
+            if m.data not in plan.data_inputs[mm] or m.bias is None:
+                continue
+            plan.data_inputs[add] = list(m.internal)
+            biases[mm] = (m.bias, plan.node_names[add])
+        internal.update(m.internal)
+        plan.inside.update(m.nodes[:-1])
+        plan.patterns.append(m.to_dict(plan.node_names))
+    return internal, biases
+
+
+def _range_spread(data: list[str], ranges: Ranges, consts: Mapping[str, np.ndarray]) -> str | None:
+    """Why a shared-scale node stays float: its inputs' ranges are too far apart (rule 1)."""
+    widths = {}
+    for t in data:
+        if t in consts:
+            lo, hi = float(consts[t].min()), float(consts[t].max())
+        elif t in ranges:
+            lo, hi = ranges[t]
+        else:
+            return None  # not calibrated yet: decided when the ranges are known
+        widths[t] = max(hi, 0.0) - min(lo, 0.0)
+    if len(widths) < 2:
+        return None
+    narrow = min(widths, key=widths.__getitem__)
+    ratio = max(widths.values()) / max(widths[narrow], 1e-30)
+    if ratio <= SHARED_SCALE_MAX_RATIO:
+        return None
+    return (
+        f"its inputs' ranges differ {ratio:.0f}× (> rules.SHARED_SCALE_MAX_RATIO = "
+        f"{SHARED_SCALE_MAX_RATIO:g}): one int8 scale would leave {narrow!r} "
+        f"{256 / ratio:.1f} of 256 levels"
+    )
+
+
+def _absorb_into_float(
+    plan: QuantPlan,
+    graph: onnx.GraphProto,
+    consumers: Mapping[str, list[int]],
+    owner: Mapping[int, int],
+    tails: Collection[int],
+) -> None:
+    """Keep float a cheap node (rules.FLOAT_ABSORBED_OPS) whose outputs only float nodes read
+    (rule 2), repeated until nothing changes. A node inside a fused chain reads on behalf of
+    the chain's last node (`owner`); a graph output counts as a quantized reader; the last
+    nodes of fused chains (`tails`) are not cheap ops."""
+    outputs = {o.name for o in graph.output}
+    changed = True
+    while changed:
+        changed = False
+        for i in sorted(plan.quantized, reverse=True):
+            node = graph.node[i]
+            if node.op_type not in FLOAT_ABSORBED_OPS or i in tails:
+                continue
+            outs = [t for t in node.output if t]
+            readers = [owner.get(c, c) for t in outs for c in consumers.get(t, [])]
+            if not readers or any(t in outputs for t in outs):
+                continue
+            if any(r in plan.quantized for r in readers):
+                continue
+            del plan.quantized[i]
+            name = plan.node_names[i]
+            plan.float_nodes.append({"node": name, "op": node.op_type, "reason": ABSORBED})
+            changed = True
 
 
 def _drop_isolated_moves(
@@ -304,7 +468,9 @@ def _plan_weights(
     node: onnx.NodeProto,
     rule: OpRule,
     consts: Mapping[str, np.ndarray],
+    folded_bias: tuple[str, str] | None = None,
 ) -> None:
+    """Plan the node's constant weight, and its bias (or `folded_bias`: (bias, reader node))."""
     w_idx = rule.weight
     if w_idx is None or w_idx >= len(node.input) or node.input[w_idx] not in consts:
         return
@@ -312,9 +478,10 @@ def _plan_weights(
     if w.dtype != np.float32:
         return
     axis = weight_axis(rule, w.ndim)
-    bias = _bias_input(node, rule, consts, w, axis)
+    bias, bias_node = folded_bias or (_bias_input(node, rule, consts, w, axis), None)
     source = node.input[0] if bias else None
-    plan.weights.append(WeightUse(plan.node_names[i], node.input[w_idx], axis, bias, source))
+    name = plan.node_names[i]
+    plan.weights.append(WeightUse(name, node.input[w_idx], axis, bias, source, bias_node))
 
 
 def _bias_input(

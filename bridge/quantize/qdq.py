@@ -50,7 +50,9 @@ def quantize_model(
         float, with reasons.
     """
     model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
-    plan = build_plan(model, config, available=None if config.mode == "dynamic" else observers)
+    dynamic = config.mode == "dynamic"
+    ranges = {t: o.range() for t, o in observers.items()}
+    plan = build_plan(model, config, available=None if dynamic else observers, ranges=ranges)
     writer = _Writer(model, plan, config)
     writer.weights()
     if config.activation_dtype is not None:
@@ -70,6 +72,7 @@ def quantize_model(
         "tensors": writer.facts,
         "float_nodes": plan.float_nodes,
         "fused_activations": plan.fused,
+        "fused_patterns": plan.patterns,
         "shared_scale_groups": [g for g in plan.groups if len(g) > 1],
         "calibration_samples": max((o.count for o in observers.values()), default=0),
     }
@@ -118,6 +121,7 @@ class _Writer:
         self.node_inputs: dict[tuple[str, str], str] = {}  # (node, tensor) → replacement
         self.rewire: dict[str, str] = {}  # tensor → its dequantized name, for every consumer
         self.rewire_quantized: dict[str, str] = {}  # … for quantized consumers only
+        self.rewire_float: dict[str, str] = {}  # … for float consumers only
         self.renamed_outputs: dict[str, str] = {}
         self.qparams: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.facts: dict[str, dict[str, Any]] = {}
@@ -193,7 +197,7 @@ class _Writer:
             q_name = self._init(f"{use.bias}_quantized", q)
             node, out = self._dq(q_name, scale, zero, use.bias, 0)
             self.head.append(node)
-            self.node_inputs[(use.node, use.bias)] = out
+            self.node_inputs[(use.bias_reader, use.bias)] = out
             self.facts[key] = _fact(
                 "bias",
                 scale,
@@ -204,7 +208,7 @@ class _Writer:
                 "s_in*s_w",
                 q=q_name,
                 dq=out,
-                node=use.node,
+                node=use.bias_reader,
                 input=use.source,
                 weight=use.weight,
             )
@@ -215,7 +219,8 @@ class _Writer:
         symmetric = self.config.symmetric_activations
         used_range: dict[str, tuple[float, float]] = {}
         for group in self.plan.groups:
-            scale, zero, rng = self._group_qparams(group, observers, dtype, symmetric)
+            sym = symmetric or any(t in self.plan.symmetric for t in group)
+            scale, zero, rng = self._group_qparams(group, observers, dtype, sym)
             for t in group:
                 self.qparams[t] = (scale, zero)
                 used_range[t] = rng
@@ -225,9 +230,11 @@ class _Writer:
             scale, zero = self.qparams[t]
             producer_quantized = producers.get(t) in self.plan.quantized
             src = t
-            if producer_quantized and t in outputs:
+            if t in outputs and t in producers:
                 src = self._unique(f"{t}_float")
                 self.renamed_outputs[t] = src
+                if not producer_quantized:
+                    self.rewire_float[t] = src  # float readers keep the float value
             q_name = self._unique(f"{t}_quantized")
             s = self._init(f"{t}_scale", scale)
             z = self._init(f"{t}_zero_point", zero)
@@ -258,6 +265,7 @@ class _Writer:
                 input=src,
                 observed_range=list(obs.range()) if obs is not None else None,
                 shares_scale_with=[m for m in self._group(t) if m != t],
+                symmetric=bool(int(np.asarray(zero)) == 0 and t in self.plan.symmetric),
             )
 
     def _group_qparams(
@@ -319,7 +327,10 @@ class _Writer:
     # assembly --------------------------------------------------------------------------
     def finish(self) -> onnx.ModelProto:
         graph = self.graph
-        quantized_names = {self.plan.node_names[i] for i in self.plan.quantized}
+        # nodes inside a fused op read quantized values, as the fused TFLite op does
+        quantized_names = {
+            self.plan.node_names[i] for i in [*self.plan.quantized, *self.plan.inside]
+        }
         inputs = {i.name for i in graph.input}
         nodes: list[onnx.NodeProto] = list(self.head)
         for t in self.plan.activations:
@@ -335,6 +346,8 @@ class _Writer:
                     new.input[k] = self.rewire[t]
                 elif t in self.rewire_quantized and name in quantized_names:
                     new.input[k] = self.rewire_quantized[t]
+                elif t in self.rewire_float and name not in quantized_names:
+                    new.input[k] = self.rewire_float[t]
             for k, t in enumerate(node.output):
                 if t in self.renamed_outputs:
                     new.output[k] = self.renamed_outputs[t]

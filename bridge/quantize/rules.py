@@ -17,7 +17,12 @@ layout: Conv 0 (also depthwise), ConvTranspose 1 (its output channels are group 
 Gemm 0 if transB else 1, MatMul the last axis (output features; per-tensor for a weight of
 rank ≠ 2, as TFLite's BATCH_MATMUL has no per-channel filters). Biases (`bias`) are int32 with
 scale s_in·s_w per channel and zero point 0. `fuses_activation` ops absorb a following
-Relu/Relu6/Clip into the TFLite kernel, so no QDQ sits between them.
+Relu/Relu6/Clip into the TFLite kernel, so no QDQ sits between them. `symmetric_inputs` must
+be quantized with zero point 0 when they are activations (LiteRT's kernel assumes it).
+
+Beside the per-op table: the float-fallback policy as data (`FALLBACK`, `SHARED_SCALE_MAX_RATIO`)
+and the multi-node patterns the float lowering fuses into one TFLite op (`FUSED_PATTERNS`,
+matched in `bridge.quantize.patterns`), whose internal tensors get no QDQ.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ class OpRule:
         fixed: output (scale, zero point) per activation dtype, for output="fixed".
         fuses_activation: a following Relu/Clip fuses into this op's TFLite kernel.
         int16: TFLite has a 16x8 kernel for it.
+        symmetric_inputs: input indices whose activation needs zero point 0.
         reason: why the op stays float, or a note on its rule.
     """
 
@@ -65,6 +71,7 @@ class OpRule:
     fixed: Mapping[str, tuple[float, int]] = field(default_factory=dict)
     fuses_activation: bool = False
     int16: bool = True
+    symmetric_inputs: tuple[int, ...] = ()
     reason: str = ""
 
     def __post_init__(self) -> None:
@@ -105,7 +112,17 @@ _RULES: tuple[OpRule, ...] = (
         reason="output channels = group × W.shape[1]; per-channel scales repeat per group",
     ),
     _own("Gemm", weight=1, weight_axis=1, bias=2, fuses_activation=True, reason="axis 0 if transB"),
-    _own("MatMul", inputs=(0, 1), weight=1, weight_axis=-1, fuses_activation=True),
+    _own(
+        "MatMul",
+        inputs=(0, 1),
+        weight=1,
+        weight_axis=-1,
+        fuses_activation=True,
+        symmetric_inputs=(1,),
+        reason="XNNPACK's int8 BATCH_MATMUL (LiteRT 2.1) ignores input 1's zero point (18 dB "
+        "off the builtin kernel when it is not 0): an activation input 1 is quantized "
+        "symmetrically",
+    ),
     # elementwise arithmetic: every input quantized, own output scale
     _own("Add", inputs=(0, 1), fuses_activation=True),
     _own("Sub", inputs=(0, 1), fuses_activation=True),
@@ -186,6 +203,91 @@ _RULES: tuple[OpRule, ...] = (
     ),
     _float("Neg", "no int8 NEG kernel known to the lowering (bridge.lower.int8_kernels)"),
 )
+
+#: Float fallback, rule 1. A shared-scale node (Concat, Max, Min) stays float when the widest of
+#: its data inputs' calibrated ranges is more than this many times the narrowest: one int8 scale
+#: covering all of them would leave the narrowest fewer than 256 / 16 = 16 levels (4 bits, about
+#: 25 dB SQNR on that input before any other error). ViT's class token (|v| ≤ 0.05) beside its
+#: patch embeddings (±5) is 100×; the zoo's CNN concatenations are at most 2.5×.
+SHARED_SCALE_MAX_RATIO = 16.0
+
+#: Float fallback, rule 2. Ops that cost no more in float than in int8: elementwise arithmetic,
+#: clamps and data movement, without weights. Such a node stays float when every reader of its
+#: outputs is float (and none is a graph output): its int8 result would be dequantized at once,
+#: a rounding that buys no integer kernel. This keeps a pre-LN transformer's residual stream,
+#: which only float LayerNorms and the next residual Add read, in float: per-tensor int8 there
+#: costs the rows of small magnitude (ViT's class token) nearly all their bits.
+FLOAT_ABSORBED_OPS = frozenset(
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Sum",
+        "Relu",
+        "Clip",
+        "LeakyRelu",
+        "Abs",
+        "Max",
+        "Min",
+        "Concat",
+        "Reshape",
+        "Transpose",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Expand",
+        "Tile",
+        "Pad",
+        "Slice",
+        "Split",
+        "Gather",
+        "Identity",
+    }
+)
+
+
+@dataclass(frozen=True)
+class FusedPattern:
+    """A chain of ONNX nodes that the lowering emits as one TFLite operator.
+
+    The QDQ model must not round inside it, since TFLite does not: only the chain's data input
+    and its output are quantized, as `rule_op` would quantize them.
+
+    Attributes:
+        name: the pattern's name (`bridge.quantize.patterns` has one matcher per name).
+        ops: the op types of the chain, input side first.
+        tflite_op: the TFLite operator it becomes.
+        rule_op: the op type whose rule quantizes the fused operator.
+        reason: who fuses it, and why no rounding happens inside.
+    """
+
+    name: str
+    ops: tuple[str, ...]
+    tflite_op: str
+    rule_op: str
+    reason: str
+
+
+FUSED_PATTERNS: tuple[FusedPattern, ...] = (
+    FusedPattern(
+        "gelu_erf",
+        ("Div", "Erf", "Add", "Mul", "Mul"),
+        "GELU",
+        "Gelu",
+        "onnx2tf fuses x·0.5·(1 + erf(x/√2)) into GELU (tflite_builder/preprocess/rules/"
+        "pattern_fusion.py); LiteRT's int8 GELU is a lookup table of the exact function",
+    ),
+    FusedPattern(
+        "matmul_bias",
+        ("MatMul", "Add"),
+        "FULLY_CONNECTED",
+        "MatMul",
+        "x·W + b with a constant 2-D W and a constant 1-D b is lowered to FULLY_CONNECTED "
+        "with per-channel int8 W and an int32 bias (bridge.lower.int8_linear), as TFLite's "
+        "converter writes a Linear layer: the product is not rounded before the bias",
+    ),
+)
+
 
 #: The table: ONNX op type → rule.
 RULES: Mapping[str, OpRule] = MappingProxyType({r.op_type: r for r in _RULES})

@@ -16,8 +16,10 @@ FP32_MIN_SQNR_DB = 60.0
 #: fp16 weights: rounding every weight to 11 significant bits costs about 30-60 dB of SQNR.
 FP16_MIN_SQNR_DB = 40.0
 #: dynamic range: int8 weights with float activations; TFLite's hybrid kernels also quantize
-#: activations on the fly per row, so the TFLite result is a little further from torch than ORT's.
-DYNAMIC_MIN_SQNR_DB = 25.0
+#: activations to int8 on the fly, so the TFLite result is further from torch than the weights
+#: alone explain. Measured on random-weight MobileNetV2 (52 layers): int8 weights alone cost
+#: 26.9 dB (ORT, weight-only QDQ), the hybrid kernels' activation rounding 2-3 dB more (24.5 dB).
+DYNAMIC_MIN_SQNR_DB = 20.0
 #: int8 ⇄ torch: what 8-bit activations and weights cost on random-weight networks. Reported
 #: always; the gate for integer models is the TFLite ⇄ QDQ-ORT pair below.
 INT8_VS_TORCH_MIN_SQNR_DB = 15.0
@@ -64,7 +66,13 @@ FLOORS: dict[str, dict[str, float]] = {
 }
 
 #: Per-model loosening, (model name, mode, pair) → (floor, reason). Empty until a model needs it.
-OVERRIDES: dict[tuple[str, str, str], tuple[float, str]] = {}
+OVERRIDES: dict[tuple[str, str, str], tuple[float, str]] = {
+    ("mobilenet_v2", "int8", "qdq_vs_tflite"): (
+        27.0,
+        "52 requantizations in a row: TFLite's fixed-point rounding flips compound to 29-32 dB "
+        "(ORT's own integer kernels land 30-33 dB from its QDQ run); output p99 stays ≤ 3 LSB",
+    ),
+}
 
 
 def floor(mode: str, pair: str, *, model: str | None = None) -> float:

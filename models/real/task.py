@@ -9,6 +9,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from bridge.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -63,6 +65,6 @@ class RealModel(NamedTuple):
 def split(n: int, *, calibration: int, evaluation: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint random index sets of sizes `calibration` and `evaluation` out of `n`."""
     if calibration + evaluation > n:
-        raise ValueError(f"cannot take {calibration} + {evaluation} samples out of {n}")
+        raise ConfigError(f"cannot take {calibration} + {evaluation} samples out of {n}")
     order = np.random.default_rng(seed).permutation(n)
     return order[:calibration], order[calibration : calibration + evaluation]

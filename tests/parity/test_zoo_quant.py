@@ -67,7 +67,16 @@ def tensor_types(path: Path) -> dict[str, int]:
     return {tflite_io.tensor_name(t): t.type for t in model.subgraphs[0].tensors}
 
 
-@pytest.mark.parametrize("name", zoo_params(pytest, CNNS + WITH_FLOAT_FALLBACKS))
+#: Known failures, strict: they must fail until fixed.
+KNOWN_INT8 = {
+    "mobilenet_v3_small": "onnx2tf folds HardSigmoid's 1/6 into the squeeze-excite conv, so that "
+    "conv's int8 weight scales are recomputed (listed in computed_qparams), not the QDQ's",
+}
+
+
+@pytest.mark.parametrize(
+    "name", zoo_params(pytest, CNNS + WITH_FLOAT_FALLBACKS, known_failures=KNOWN_INT8)
+)
 def test_int8(name: str, tmp_path: Path) -> None:
     result = convert(name, "int8", tmp_path / name)
     report = result.report
