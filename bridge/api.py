@@ -280,6 +280,14 @@ def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: 
             yield from head[n:]
         yield sample
     if not held_out:  # 2n samples or fewer: calibrate on all of them
+        if head:
+            log.warning(
+                "only %d calibration samples: verification reuses %d of them, which hides "
+                "clipping that new data meets; give more than %d for held-out verification",
+                len(head),
+                len(kept),
+                2 * n,
+            )
         yield from head
 
 

@@ -41,8 +41,8 @@ log = logging.getLogger("tools.fuzz")
 
 KINDS = ("converted", "refused", "mismatch", "crash")
 #: Calibration samples for the integer modes, and fresh samples for the independent re-check.
-CALIBRATION_SAMPLES = 16
-FRESH_SAMPLES = 3
+CALIBRATION_SAMPLES = 32
+FRESH_SAMPLES = 8
 #: Offsets from the spec seed, so calibration, re-check and bridge's own feeds all differ.
 CALIBRATION_SEED, FRESH_SEED = 1_000, 2_000
 
@@ -74,8 +74,10 @@ class Outcome:
         return "\n".join(lines)
 
 
-def run_case(spec: FuzzSpec, mode: str, workdir: Path | None = None) -> Outcome:
-    """Convert the model of `spec` in `mode` and classify the result (see module docstring)."""
+def run_case(spec: FuzzSpec, mode: str, workdir: Path | None = None, **options: Any) -> Outcome:
+    """Convert the model of `spec` in `mode` and classify the result (see module docstring).
+
+    `options` go to `bridge.convert` (for example verify_samples=8)."""
     import bridge
 
     model, inputs = build(spec)
@@ -92,6 +94,7 @@ def run_case(spec: FuzzSpec, mode: str, workdir: Path | None = None) -> Outcome:
                 quantize=None if mode == "fp32" else mode,
                 calibration=calibration,
                 seed=spec.seed,
+                **options,
             )
         except bridge.BridgeError as e:
             return _outcome(spec, mode, "refused", start, e)
@@ -244,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-layers", type=int, default=Limits().max_layers)
     p.add_argument("--replay", type=Path, help="run the specs stored in a fuzz.json or spec file")
     p.add_argument("--out", default="fuzz", help="results name under tools/results/")
+    p.add_argument("--verify-samples", type=int, help="bridge.convert(verify_samples=...)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[%(name)s] %(message)s")
     logging.getLogger("bridge").setLevel(logging.ERROR)  # refusals are reported per case
@@ -253,9 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     outcomes: list[Outcome] = []
     started = time.perf_counter()
 
+    options = {} if args.verify_samples is None else {"verify_samples": args.verify_samples}
+
     def visit(spec: FuzzSpec) -> None:
         for mode in modes:
-            o = run_case(spec, mode)
+            o = run_case(spec, mode, **options)
             outcomes.append(o)
             n = len(outcomes)
             if o.kind != "converted":
@@ -269,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         generate_cases(args.cases, args.seed, Limits(max_layers=args.max_layers), visit)
     summary = summarize(outcomes, modes)
-    summary["settings"] = {"cases": args.cases, "seed": args.seed, "modes": modes}
+    summary["settings"] = {"cases": args.cases, "seed": args.seed, "modes": modes, **options}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     rows = [
         [m, s["cases"], s["converted"], s["refused"], s["mismatch"], s["crash"], s["seconds"]]

@@ -16,8 +16,11 @@ which tensors to observe and the QDQ writer knows where to put QuantizeLinear/De
 - Fused patterns (`bridge.quantize.patterns`): a GELU chain is one quantized node (its input and
   output get QDQ, nothing inside); MatMul(W) + Add(b) is one linear layer whose product is not
   rounded and whose bias is int32 with scale s_in·s_w, as in TFLite's FULLY_CONNECTED.
+- Float islands: a cheap op (`rules.FLOAT_ABSORBED_OPS`) whose every reader is float stays
+  float, since its int8 result would be dequantized at once (a transformer's residual stream).
 - Graph outputs are always quantized (a float op's output too): an int8 model has int8 outputs,
-  which `io_dtype="int8"` hands out and the output-LSB parity check measures.
+  which `io_dtype="int8"` hands out and the output-LSB parity check measures. Graph inputs are
+  quantized whoever reads them when `io_dtype` is an integer type.
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from bridge.quantize.config import QuantConfig
 from bridge.quantize.patterns import Match, find_patterns
 from bridge.quantize.rules import (
     FLOAT_ABSORBED_OPS,
-    SHARED_SCALE_MAX_RATIO,
     UNLISTED_REASON,
     OpRule,
     fusable_activation,
@@ -53,8 +55,6 @@ ABSORBED = (
     "only float ops read its output: an int8 result would be dequantized at once, a rounding "
     "that buys no integer kernel (rules.FLOAT_ABSORBED_OPS)"
 )
-
-Ranges = Mapping[str, tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,6 @@ def build_plan(
     config: QuantConfig,
     *,
     available: Collection[str] | None = None,
-    ranges: Ranges | None = None,
 ) -> QuantPlan:
     """Plan the quantization of `model` under `config`.
 
@@ -173,14 +172,12 @@ def build_plan(
         config: the quantization config.
         available: activation tensors that have statistics; a node needing another stays float
             (None: assume all do, as when planning what to calibrate).
-        ranges: calibrated (min, max) per activation, for the rules that look at data
-            (`rules.SHARED_SCALE_MAX_RATIO`); None skips them.
     """
     if config.mode == "dynamic":
         return _dynamic_plan(model, config)
     forced: dict[str, str] = {}
     while True:
-        plan = _plan(model, config, forced, ranges or {})
+        plan = _plan(model, config, forced)
         if available is None:
             return plan
         acts = set(plan.activations)
@@ -200,9 +197,7 @@ def build_plan(
         forced.update(missing)
 
 
-def _plan(
-    model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str], ranges: Ranges
-) -> QuantPlan:
+def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]) -> QuantPlan:
     graph = model.graph
     plan = QuantPlan(node_names(graph))
     consts = constant_values(model)
@@ -216,12 +211,12 @@ def _plan(
                 consumers[t].append(i)
     matches = find_patterns(graph, consts)
     gelu = {m.nodes[-1]: m for m in matches if m.pattern.name == "gelu_erf"}
-    inside = {k for m in gelu.values() for k in m.nodes[:-1]}
+    owner = {k: m.nodes[-1] for m in gelu.values() for k in m.nodes[:-1]}  # inside → last node
 
     data_of = plan.data_inputs
     for i, node in enumerate(graph.node):
-        if i in inside:
-            continue  # part of a fused op: only its input and output are quantized
+        if i in owner:
+            continue  # inside a fused op: only its input and output are quantized
         name = plan.node_names[i]
         op_type = node.op_type
         rule = rule_for(op_type, node)
@@ -235,18 +230,15 @@ def _plan(
         float_out = [t for t in node.output if t and t in floats]
         if not float_data or not float_out or op_type == "Constant":
             continue  # integer arithmetic, constants: not ours to quantize
-        if reason is None and rule is not None and rule.share_inputs:
-            reason = _range_spread(float_data, ranges, consts)
         if reason is not None or rule is None:
             plan.float_nodes.append({"node": name, "op": op_type, "reason": str(reason)})
             continue
         plan.quantized[i] = rule
         data_of[i] = float_data
-    owner = {k: m.nodes[-1] for m in gelu.values() for k in m.nodes[:-1]}
     tails = {m.nodes[-1] for m in matches}  # fused ops have kernels of their own
     _drop_isolated_moves(plan, graph, data_of, consumers)
     _absorb_into_float(plan, graph, consumers, owner, tails)
-    internal, biases = _apply_patterns(plan, graph, matches, gelu)
+    internal, biases = _apply_patterns(plan, matches, gelu)
 
     acts: dict[str, None] = {}
     const_inputs: dict[str, None] = {}
@@ -287,6 +279,10 @@ def _plan(
     for o in graph.output:  # int8 models have int8 outputs, whoever computes them
         if o.name in floats and o.name not in acts and any(o.name in n.output for n in graph.node):
             acts[o.name] = None
+    if config.io_dtype != "float32":  # integer inputs, whoever reads them
+        acts.update(
+            {i.name: None for i in graph.input if i.name in floats and i.name not in consts}
+        )
 
     plan.activations = list(acts)
     plan.constants = list(const_inputs)
@@ -304,7 +300,7 @@ def _chain_reason(
     forced: Mapping[str, str],
     act_dtype: str,
 ) -> str | None:
-    """Why a fused chain stays float: one of its nodes is excluded or forced, or its rule says so."""
+    """Why a fused chain stays float: a node of it is excluded or forced, or its rule says so."""
     for k in match.nodes:
         if names[k] in forced:
             return forced[names[k]]
@@ -319,10 +315,7 @@ def _chain_reason(
 
 
 def _apply_patterns(
-    plan: QuantPlan,
-    graph: onnx.GraphProto,
-    matches: list[Match],
-    gelu: Mapping[int, Match],
+    plan: QuantPlan, matches: list[Match], gelu: Mapping[int, Match]
 ) -> tuple[set[str], dict[int, tuple[str, str]]]:
     """Record the fused patterns that apply; return their internal tensors and, per MatMul node
     index, the (bias, Add node name) folded into it."""
@@ -344,30 +337,6 @@ def _apply_patterns(
         plan.inside.update(m.nodes[:-1])
         plan.patterns.append(m.to_dict(plan.node_names))
     return internal, biases
-
-
-def _range_spread(data: list[str], ranges: Ranges, consts: Mapping[str, np.ndarray]) -> str | None:
-    """Why a shared-scale node stays float: its inputs' ranges are too far apart (rule 1)."""
-    widths = {}
-    for t in data:
-        if t in consts:
-            lo, hi = float(consts[t].min()), float(consts[t].max())
-        elif t in ranges:
-            lo, hi = ranges[t]
-        else:
-            return None  # not calibrated yet: decided when the ranges are known
-        widths[t] = max(hi, 0.0) - min(lo, 0.0)
-    if len(widths) < 2:
-        return None
-    narrow = min(widths, key=widths.__getitem__)
-    ratio = max(widths.values()) / max(widths[narrow], 1e-30)
-    if ratio <= SHARED_SCALE_MAX_RATIO:
-        return None
-    return (
-        f"its inputs' ranges differ {ratio:.0f}× (> rules.SHARED_SCALE_MAX_RATIO = "
-        f"{SHARED_SCALE_MAX_RATIO:g}): one int8 scale would leave {narrow!r} "
-        f"{256 / ratio:.1f} of 256 levels"
-    )
 
 
 def _absorb_into_float(

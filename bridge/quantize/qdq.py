@@ -30,6 +30,7 @@ from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
+from bridge.quantize.rules import SHARED_SCALE_MAX_RATIO
 from bridge.quantize.weights import quantize_bias, quantize_weight
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ def quantize_model(
         float, with reasons.
     """
     model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
-    dynamic = config.mode == "dynamic"
-    ranges = {t: o.range() for t, o in observers.items()}
-    plan = build_plan(model, config, available=None if dynamic else observers, ranges=ranges)
+    plan = build_plan(model, config, available=None if config.mode == "dynamic" else observers)
     writer = _Writer(model, plan, config)
     writer.weights()
     if config.activation_dtype is not None:
@@ -74,6 +73,7 @@ def quantize_model(
         "fused_activations": plan.fused,
         "fused_patterns": plan.patterns,
         "shared_scale_groups": [g for g in plan.groups if len(g) > 1],
+        "narrow_in_shared_scale": writer.narrow,
         "calibration_samples": max((o.count for o in observers.values()), default=0),
     }
     return artifact.evolve(model=out, stage="quantize", facts={"quantization": facts})
@@ -127,6 +127,7 @@ class _Writer:
         self.facts: dict[str, dict[str, Any]] = {}
         self.weight_scale: dict[str, np.ndarray] = {}
         self.groups = plan.group_of()
+        self.narrow: list[dict[str, Any]] = []  # shared-scale members left few levels
 
     # names and initializers ------------------------------------------------------------
     def _unique(self, name: str) -> str:
@@ -226,9 +227,11 @@ class _Writer:
                 used_range[t] = rng
         producers = {t: i for i, n in enumerate(self.graph.node) for t in n.output}
         outputs = {o.name for o in self.graph.output}
+        # integer model inputs reach every reader dequantized, float ones too
+        int_inputs = {i.name for i in self.graph.input} if self.config.io_dtype != "float32" else ()
         for t in self.plan.activations:
             scale, zero = self.qparams[t]
-            producer_quantized = producers.get(t) in self.plan.quantized
+            producer_quantized = producers.get(t) in self.plan.quantized or t in int_inputs
             src = t
             if t in outputs and t in producers:
                 src = self._unique(f"{t}_float")
@@ -287,16 +290,33 @@ class _Writer:
             z = int(fixed[0][1])
             rng = (float((qmin - z) * scale), float((qmax - z) * scale))
             return scale, zero, rng
-        ranges = [observers[t].range() for t in group if t in observers]
-        ranges += [
-            (float(self.consts[t].min()), float(self.consts[t].max()))
+        ranges = {t: observers[t].range() for t in group if t in observers}
+        ranges |= {
+            t: (float(self.consts[t].min()), float(self.consts[t].max()))
             for t in group
             if t in self.consts
-        ]
-        lo = min((r[0] for r in ranges), default=0.0)
-        hi = max((r[1] for r in ranges), default=0.0)
+        }
+        lo = min((r[0] for r in ranges.values()), default=0.0)
+        hi = max((r[1] for r in ranges.values()), default=0.0)
+        self._check_spread(ranges, lo, hi)
         scale, zero = affine_qparams(lo, hi, dtype=dtype, symmetric=symmetric)
         return scale, zero, (lo, hi)
+
+    def _check_spread(self, ranges: Mapping[str, tuple[float, float]], lo: float, hi: float):
+        """Report members of a shared-scale group left few levels (rules.SHARED_SCALE_MAX_RATIO)."""
+        width = max(hi, 0.0) - min(lo, 0.0)
+        for t, (a, b) in ranges.items():
+            ratio = width / max(max(b, 0.0) - min(a, 0.0), 1e-30)
+            if ratio > SHARED_SCALE_MAX_RATIO:
+                log.warning("%r shares one int8 scale with a range %.0f× wider", t, ratio)
+                self.narrow.append(
+                    {
+                        "tensor": t,
+                        "ratio": float(ratio),
+                        "levels": float(256 / ratio),
+                        "shares_scale_with": [m for m in ranges if m != t],
+                    }
+                )
 
     def constants(self) -> None:
         dtype = self.config.activation_dtype or "int8"
