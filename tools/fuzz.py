@@ -42,7 +42,7 @@ log = logging.getLogger("tools.fuzz")
 KINDS = ("converted", "refused", "mismatch", "crash")
 #: Calibration samples for the integer modes, and fresh samples for the independent re-check.
 CALIBRATION_SAMPLES = 32
-FRESH_SAMPLES = 8
+FRESH_SAMPLES = 32
 #: Offsets from the spec seed, so calibration, re-check and bridge's own feeds all differ.
 CALIBRATION_SEED, FRESH_SEED = 1_000, 2_000
 

@@ -16,6 +16,7 @@ consumers keep reading the float value and only quantized consumers read the QDQ
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -30,7 +31,7 @@ from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
-from bridge.quantize.rules import SHARED_SCALE_MAX_RATIO
+from bridge.quantize.rules import SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
 from bridge.quantize.weights import quantize_bias, quantize_weight
 
 log = logging.getLogger(__name__)
@@ -298,9 +299,15 @@ class _Writer:
         }
         lo = min((r[0] for r in ranges.values()), default=0.0)
         hi = max((r[1] for r in ranges.values()), default=0.0)
+        if any(t in self._softmax_inputs for t in group):
+            lo = max(lo, hi - SOFTMAX_INPUT_SPAN)
         self._check_spread(ranges, lo, hi)
         scale, zero = affine_qparams(lo, hi, dtype=dtype, symmetric=symmetric)
         return scale, zero, (lo, hi)
+
+    @functools.cached_property
+    def _softmax_inputs(self) -> set[str]:
+        return {n.input[0] for n in self.graph.node if n.op_type == "Softmax"}
 
     def _check_spread(self, ranges: Mapping[str, tuple[float, float]], lo: float, hi: float):
         """Report members of a shared-scale group left few levels (rules.SHARED_SCALE_MAX_RATIO)."""

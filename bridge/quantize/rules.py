@@ -205,6 +205,10 @@ _RULES: tuple[OpRule, ...] = (
     _float("Neg", "no int8 NEG kernel known to the lowering (bridge.lower.int8_kernels)"),
 )
 
+#: A Softmax input's range is cut to [hi − SOFTMAX_INPUT_SPAN, hi]: exp(−20) ≈ 2e-9 is far
+#: below the output step of 1/256, so nothing lower can change a quantized softmax output, and an
+#: additive attention mask (−10000) would otherwise take all the levels (scale ≈ 39).
+SOFTMAX_INPUT_SPAN = 20.0
 #: A member of a shared-scale group (Concat, Max, Min and the moves around them) whose range is
 #: more than this many times narrower than the group's keeps fewer than 256 / 16 = 16 int8
 #: levels (4 bits, about 25 dB SQNR on it before any other error); the QDQ writer reports it in

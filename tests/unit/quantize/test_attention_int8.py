@@ -347,3 +347,34 @@ def block_qdq_inputs(qdq: OnnxArtifact) -> set[str]:
     """Graph inputs that a QuantizeLinear reads."""
     inputs = set(qdq.contract.input_names)
     return {n.input[0] for n in qdq.model.graph.node if n.op_type == "QuantizeLinear"} & inputs
+
+
+class MaskedSoftmax(nn.Module):
+    """Scores plus an additive −10000 attention mask, then softmax (BERT's masking)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scores = self.proj(x)
+        mask = torch.zeros_like(scores)
+        mask[..., 4:] = -10000.0
+        return torch.softmax(scores + mask, dim=-1)
+
+
+def test_softmax_input_range_is_cut_to_what_softmax_can_resolve() -> None:
+    art = export(MaskedSoftmax().eval(), (1, 4, 8))
+    qdq = quantize(art, QuantConfig(mode="int8", observer="minmax"), random_samples(art, 8))
+    softmax_in = next(n.input[0] for n in qdq.model.graph.node if n.op_type == "Softmax")
+    tensors = qdq.facts["quantization"]["tensors"]
+    entry = next(e for e in tensors.values() if e.get("dq") == softmax_in)
+    assert entry["range"][1] - entry["range"][0] <= rules.SOFTMAX_INPUT_SPAN * 1.001
+    assert entry["observed_range"][0] <= -9000  # the mask was seen, and cut
+    out = art.contract.output_names[0]
+    feeds = [
+        dict(zip(art.contract.input_names, f, strict=True)) for f in random_samples(art, 4, seed=9)
+    ]
+    ref = np.concatenate([OrtRunner(art.model, art.contract).run(f)[out] for f in feeds])
+    got = np.concatenate([OrtRunner(qdq.model, qdq.contract).run(f)[out] for f in feeds])
+    assert sqnr_db(ref, got) >= BLOCK_FLOOR_DB
