@@ -22,6 +22,7 @@ from bridge.errors import ConfigError, ParityError
 from bridge.export import DEFAULT_OPSET, ExportConfig, export
 from bridge.verify import parity
 from bridge.verify.feeds import random_feeds
+from bridge.verify.folder import output_scales
 from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
 
 log = logging.getLogger(__name__)
@@ -348,12 +349,7 @@ def _output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
     if qdq is None:
         return {}
     tensors = qdq.facts.get("quantization", {}).get("tensors", {})
-    scales = {}
-    for out in qdq.contract.output_names:
-        entry = tensors.get(out)
-        if entry and entry.get("scale"):
-            scales[out] = float(np.ravel(entry["scale"])[0])
-    return scales
+    return output_scales(tensors, qdq.contract.output_names)
 
 
 def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):

@@ -4,6 +4,8 @@ torch reference outputs stored beside them."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +18,21 @@ from bridge.verify import parity
 from bridge.verify.runners import LiteRTRunner, OrtRunner
 
 
-def verify_dir(path: str | Path) -> dict[str, Any]:
-    """Re-run the parity check of a conversion folder; returns the report with fresh parity."""
+@dataclass(frozen=True)
+class StoredConversion:
+    """What a conversion folder holds, loaded and checked."""
+
+    root: Path
+    report: dict[str, Any]
+    contract: IOContract
+    tflite_contract: IOContract
+    mode: str
+    feeds: list[dict[str, np.ndarray]]
+    reference: dict[str, np.ndarray]
+
+
+def load_folder(path: str | Path) -> StoredConversion:
+    """Read report.json and verify.npz of a conversion folder (ModelLoadError if unusable)."""
     from bridge.api import FILES
 
     root = Path(path)
@@ -29,24 +44,38 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError) as e:
         raise ModelLoadError(f"{root / FILES['report']} is not a bridge report: missing {e}") from e
     feeds, reference = _load_samples(root / FILES["samples"], contract)
+    return StoredConversion(root, report, contract, tflite_contract, mode, feeds, reference)
+
+
+def output_scales(tensors: Mapping[str, Any], outputs: Sequence[str]) -> dict[str, float]:
+    """The quantization step of each quantized output, from the QDQ facts' tensor entries."""
+    return {
+        out: float(np.ravel(tensors[out]["scale"])[0])
+        for out in outputs
+        if tensors.get(out, {}).get("scale")
+    }
+
+
+def verify_dir(path: str | Path) -> dict[str, Any]:
+    """Re-run the parity check of a conversion folder; returns the report with fresh parity."""
+    from bridge.api import FILES
+
+    stored = load_folder(path)
+    root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
     runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
     if (root / FILES["qdq"]).exists() and mode in ("int8", "int16x8"):
         runners["qdq"] = OrtRunner(_load_onnx(root / FILES["qdq"]), contract)
     tflite = _load_tflite(root / FILES["tflite"])
-    runners["tflite"] = LiteRTRunner(tflite, tflite_contract, user_contract=contract)
-    results = parity.run_all(runners, feeds)
-    results["torch"] = reference
-    scales = {}
+    runners["tflite"] = LiteRTRunner(tflite, stored.tflite_contract, user_contract=contract)
+    results = parity.run_all(runners, stored.feeds)
+    results["torch"] = stored.reference
     tensors = report.get("quantization", {}).get("tensors", {})
-    for out in contract.output_names:
-        if tensors.get(out, {}).get("scale"):
-            scales[out] = float(np.ravel(tensors[out]["scale"])[0])
     verdict = parity.check(
         results,
         mode=mode,
         output_names=contract.output_names,
         model=report.get("model"),
-        lsb_scales=scales,
+        lsb_scales=output_scales(tensors, contract.output_names),
     )
     return {
         **report,

@@ -30,7 +30,7 @@ import onnx
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
-from bridge.errors import ConfigError, ModelLoadError
+from bridge.errors import ConfigError
 from bridge.verify import tolerances
 from bridge.verify.capture import OrtTensors, TfliteTensors, float_tensors
 from bridge.verify.divergence import first_divergence
@@ -268,17 +268,11 @@ def localize_dir(
         ConfigError: `module` does not reproduce the stored torch outputs.
     """
     from bridge.api import FILES
-    from bridge.verify.folder import _load_json, _load_onnx, _load_samples, _load_tflite
+    from bridge.verify.folder import _load_onnx, _load_tflite, load_folder
 
-    root = Path(path)
-    report = _load_json(root / FILES["report"])
-    try:
-        contract = IOContract.from_dict(report["contract"])
-        tflite_contract = IOContract.from_dict(report["tflite_contract"])
-        mode = report["mode"]
-    except (KeyError, TypeError) as e:
-        raise ModelLoadError(f"{root / FILES['report']} is not a bridge report: missing {e}") from e
-    feeds, reference = _load_samples(root / FILES["samples"], contract)
+    stored = load_folder(path)
+    root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
+    tflite_contract, feeds, reference = stored.tflite_contract, stored.feeds, stored.reference
     feeds = feeds[:samples] if samples else feeds
     tflite = _load_tflite(root / FILES["tflite"])
     qdq_path = root / FILES["qdq"]

@@ -202,6 +202,10 @@ def int8_parts(digits):
     return exported, optimised, qdq, lower_int8(qdq), calib, feeds
 
 
+#: One quantization step, with float slack for the division by the scale.
+ONE_LSB = 1.0 + 1e-3
+
+
 def test_clean_int8_matches_qdq_layer_by_layer(int8_parts, digits) -> None:
     exported, optimised, qdq, low, _, feeds = int8_parts
     layers = localize_conversion(digits[0], exported, optimised, qdq, low, feeds)
@@ -211,8 +215,9 @@ def test_clean_int8_matches_qdq_layer_by_layer(int8_parts, digits) -> None:
     ]
     assert len(link) >= 5
     assert min(m["sqnr_db"] for m in link) >= tolerances.floor("int8", "qdq_vs_tflite")
-    # both compute the same integer model: at most one step apart (requantization rounding)
-    assert max(m["lsb_max"] for m in link) <= 1.0, link
+    # both compute the same integer model: at most one step apart (requantization rounding),
+    # plus float slack from dividing the difference by the scale.
+    assert max(m["lsb_max"] for m in link) <= ONE_LSB, link
 
 
 def test_planted_int8_weight_fault_is_a_conversion_error(int8_parts, digits) -> None:
