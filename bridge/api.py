@@ -65,6 +65,7 @@ class ConvertOptions:
     observer: str = "histogram"
     observer_options: Mapping[str, Any] = field(default_factory=dict)
     io_dtype: str = "float32"
+    weight_rounding: str = "nearest"
     overwrite: bool = False
     verify_samples: int = 3
     seed: int = 0
@@ -249,6 +250,7 @@ def _quantize(
         observer=opts.observer,
         observer_options=dict(opts.observer_options),
         io_dtype=opts.io_dtype,
+        weight_rounding=opts.weight_rounding,
     )
     kept: list[dict[str, np.ndarray]] = []
     data = None

@@ -95,6 +95,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--observer", default="histogram", help="activation range observer")
     c.add_argument("--io-dtype", default="float32", choices=["float32", "int8", "uint8"])
+    c.add_argument(
+        "--weight-rounding",
+        default="nearest",
+        choices=["nearest", "gptq"],
+        help="gptq: slower conversion, less weight rounding error",
+    )
     c.add_argument("--nhwc", action="store_true", help="NHWC image inputs and outputs")
     c.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     c.add_argument("--opset", type=int, default=17)
@@ -137,6 +143,7 @@ def _convert(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "observer": args.observer,
         "io_dtype": args.io_dtype,
+        "weight_rounding": args.weight_rounding,
     }
     if names:
         options["input_names"] = names

@@ -58,7 +58,9 @@ def bench(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
     )
     ours_s = time.perf_counter() - t0
     row = measure(ours.tflite_path, contract, feeds, reference, args.runs)
-    row.update(model=name, tool=f"bridge ({args.observer})", convert_s=ours_s)
+    row.update(
+        model=name, tool=f"bridge ({args.observer}, {args.weight_rounding})", convert_s=ours_s
+    )
 
     anchor, anchor_s = onnx2tf_int8(work / name / "fp32" / "model.onnx", contract, calib)
     blob = anchor["int8"]
@@ -93,6 +95,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=DEFAULT_MODELS)
     p.add_argument("--observer", default="histogram")
+    p.add_argument("--weight-rounding", default="nearest", choices=["nearest", "gptq"])
     p.add_argument("--calib", type=int, default=32, help="calibration samples")
     p.add_argument("--eval", type=int, default=8, help="held-out evaluation samples")
     p.add_argument("--runs", type=int, default=50, help="timed invokes per latency")

@@ -40,8 +40,11 @@ from models.fuzz import FuzzSpec, Limits, build, fuzz_specs, random_inputs
 log = logging.getLogger("tools.fuzz")
 
 KINDS = ("converted", "refused", "mismatch", "crash")
-#: Calibration samples for the integer modes, and fresh samples for the independent re-check.
-CALIBRATION_SAMPLES = 32
+#: Calibration samples for the integer modes: a realistic set (TFLite suggests 100-500). With
+#: 32, products like x·x·x·x, whose rare large values dominate the error, clipped on fresh data
+#: while bridge's few held-out samples passed (9 silent int8 mismatches in 500, seed 1).
+CALIBRATION_SAMPLES = 128
+#: Fresh samples for the independent re-check: enough to see the rare values that clip.
 FRESH_SAMPLES = 32
 #: Offsets from the spec seed, so calibration, re-check and bridge's own feeds all differ.
 CALIBRATION_SEED, FRESH_SEED = 1_000, 2_000

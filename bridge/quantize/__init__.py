@@ -17,7 +17,7 @@ from bridge.errors import CalibrationError, PassError
 from bridge.quantize.calibrate import calibrate, load_calibration
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import OBSERVERS, Observer
-from bridge.quantize.qdq import quantize_model
+from bridge.quantize.qdq import quantize_model, weight_moments
 from bridge.quantize.rules import RULES, OpRule, rule_for
 
 __all__ = [
@@ -50,6 +50,7 @@ def quantize(
     Raises:
         CalibrationError: calibration data is missing, empty or malformed.
     """
+    moments = None
     if config.activation_dtype is None:
         observers: dict[str, Observer] = {}
     else:
@@ -60,8 +61,10 @@ def quantize(
             )
         if isinstance(calibration, str | os.PathLike):
             calibration = load_calibration(calibration, artifact.contract)
-        observers = calibrate(artifact, calibration, config)
-    result = quantize_model(artifact, observers, config)
+        if config.weight_rounding == "gptq":
+            moments = weight_moments(artifact.model, config)
+        observers = calibrate(artifact, calibration, config, moments=moments)
+    result = quantize_model(artifact, observers, config, moments=moments)
     try:
         onnx.checker.check_model(result.model)
     except onnx.checker.ValidationError as e:

@@ -19,6 +19,7 @@ from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import BridgeError, CalibrationError, ConfigError, ShapeError
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import build_plan
 
@@ -30,7 +31,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 def calibrate(
-    artifact: OnnxArtifact, data: Iterable[Sample], config: QuantConfig
+    artifact: OnnxArtifact,
+    data: Iterable[Sample],
+    config: QuantConfig,
+    *,
+    moments: InputMoments | None = None,
 ) -> dict[str, Observer]:
     """Observe every activation the plan quantizes over the calibration samples.
 
@@ -38,6 +43,7 @@ def calibrate(
         artifact: the optimised float model.
         data: samples, each a tuple of arrays in contract order or a {input name: array} map.
         config: the quantization config (observer choice, `num_samples`).
+        moments: also accumulates the weights' input moments (for GPTQ rounding) when given.
 
     Returns:
         tensor name → observer, for the tensors that received float data.
@@ -54,8 +60,11 @@ def calibrate(
     plan = build_plan(artifact.model, config)
     inputs = set(contract.input_names)
     observers = {t: config.make_observer(t) for t in plan.activations}
+    wanted = [*observers, *(moments.sources if moments is not None else ())]
     runner = OrtRunner(
-        artifact.model, contract, extra_outputs=[t for t in observers if t not in inputs]
+        artifact.model,
+        contract,
+        extra_outputs=[t for t in dict.fromkeys(wanted) if t not in inputs],
     )
     samples = itertools.islice(data, config.num_samples)
     count = 0
@@ -72,6 +81,8 @@ def calibrate(
             value = values.get(name)
             if value is not None and np.asarray(value).dtype.kind == "f":
                 obs.update(value)
+        if moments is not None:
+            moments.update(values)
         count += 1
     if count == 0:
         raise CalibrationError(

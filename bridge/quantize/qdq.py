@@ -28,6 +28,7 @@ from onnx import helper, numpy_helper
 from bridge.artifact import OnnxArtifact
 from bridge.errors import ConfigError
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
@@ -41,10 +42,23 @@ MIN_OPSET = 13
 INT16_OPSET = 21
 
 
+def weight_moments(model: onnx.ModelProto, config: QuantConfig) -> InputMoments:
+    """An empty `InputMoments` for the weights `config`'s plan quantizes (filled by calibrate)."""
+    plan = build_plan(model, config)
+    return InputMoments(model, {u.weight: (u.node, u.axis) for u in plan.weights})
+
+
 def quantize_model(
-    artifact: OnnxArtifact, observers: Mapping[str, Observer], config: QuantConfig
+    artifact: OnnxArtifact,
+    observers: Mapping[str, Observer],
+    config: QuantConfig,
+    *,
+    moments: InputMoments | None = None,
 ) -> OnnxArtifact:
     """The QDQ model for `artifact` under `config`, using the observers' ranges.
+
+    With `moments` (the weights' input moments from calibration), weights are rounded by
+    GPTQ (`bridge.quantize.gptq`) at the same per-channel scales; otherwise to nearest.
 
     Returns:
         the artifact at stage "quantize", with facts["quantization"] describing every
@@ -54,7 +68,7 @@ def quantize_model(
     model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
     plan = build_plan(model, config, available=None if config.mode == "dynamic" else observers)
     writer = _Writer(model, plan, config)
-    writer.weights()
+    writer.weights(moments)
     if config.activation_dtype is not None:
         writer.activations(observers)
         writer.constants()
@@ -158,13 +172,18 @@ class _Writer:
         return node, out
 
     # weights and biases ----------------------------------------------------------------
-    def weights(self) -> None:
+    def weights(self, moments: InputMoments | None = None) -> None:
         done: dict[tuple[str, int | None], str] = {}
         for use in self.plan.weights:
             key = (use.weight, use.axis)
             if key not in done:
                 w = self.consts[use.weight]
                 q, scale, zero = quantize_weight(w, use.axis)
+                rounded = None
+                if moments is not None and use.axis is not None:
+                    rounded = moments.round(use.weight, w, scale)
+                if rounded is not None:
+                    q = rounded
                 q_name = self._init(f"{use.weight}_quantized", q)
                 node, out = self._dq(q_name, scale, zero, use.weight, use.axis)
                 self.head.append(node)
@@ -180,6 +199,7 @@ class _Writer:
                         use.axis,
                         (w.min(), w.max()),
                         "per_channel_minmax" if use.axis is not None else "minmax",
+                        rounding="gptq" if rounded is not None else "nearest",
                         q=q_name,
                         dq=out,
                         node=use.node,

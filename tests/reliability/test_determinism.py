@@ -25,7 +25,7 @@ def test_zoo_model_converts_to_identical_bytes(tmp_path: Path) -> None:
 
 def test_int8_is_deterministic_given_data_and_seed(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    calibration = [(rng.standard_normal((1, 3, 8, 8)).astype(np.float32),) for _ in range(8)]
+    calibration = [(rng.standard_normal((1, 3, 8, 8)).astype(np.float32),) for _ in range(32)]
     tflites = []
     for folder in ("one", "two"):
         model, inputs = tiny_cnn()
