@@ -133,6 +133,7 @@ def main() -> None:
         "bench_quant",
         {
             "observer": args.observer,
+            "weight_rounding": args.weight_rounding,
             "calibration": args.calib,
             "rows": rows,
             "ratios": rat,
