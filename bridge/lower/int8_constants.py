@@ -20,7 +20,7 @@ from bridge.errors import LoweringError
 from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_graph import Graph, quantization
-from bridge.lower.int8_match import match_channels, match_constant
+from bridge.lower.int8_match import match_channels, match_channels_scaled, match_constant
 from bridge.lower.int8_qdq import QdqModel, QParams
 
 #: TFLite TensorType codes by name.
@@ -36,6 +36,7 @@ class ConstantWriter:
         self.graph = graph
         self.act_dtype = act_dtype
         self.computed: list[dict[str, str]] = []
+        self.rescaled: list[dict[str, Any]] = []
         self._cache: dict[tuple, int] = {}
         self._weights: dict[str, tuple[np.ndarray, int]] = {}
         self._consts: dict[str, np.ndarray] = {}
@@ -94,6 +95,11 @@ class ConstantWriter:
         w = graph.constant(idx).astype(np.float64)
         name = graph.name(idx)
         qp = self._weight_qparams(w, axis)
+        factor = 1.0
+        if qp is None and (scaled := match_channels_scaled(w, axis, self._weights)):
+            onnx_name, factor = scaled
+            qp = self._qparams[onnx_name]
+            self.rescaled.append({"tensor": name, "qdq_weight": onnx_name, "factor": factor})
         if qp is None:
             rows = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1))
             scale = rows.max(axis=1) / 127
@@ -102,7 +108,7 @@ class ConstantWriter:
                 {"tensor": name, "reason": "weight matches no QDQ weight; symmetric max/127"}
             )
         else:
-            scale = np.asarray(qp.scale, np.float64)
+            scale = factor * np.asarray(qp.scale, np.float64)
             if qp.dtype != "int8" or np.any(qp.zero_point != 0):
                 raise LoweringError(
                     f"weight {name!r} is quantized as {qp.dtype} with zero points "

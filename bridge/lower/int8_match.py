@@ -144,3 +144,27 @@ def match_constant(value: np.ndarray, onnx_consts: Mapping[str, np.ndarray]) -> 
         if ref.size == value.size and _distance(mine, np.sort(ref, axis=None)) <= 1e-6:
             return name
     return None
+
+
+def match_channels_scaled(
+    weight: np.ndarray,
+    axis: int,
+    onnx_weights: Mapping[str, tuple[np.ndarray, int]],
+) -> tuple[str, float] | None:
+    """The ONNX weight that `weight` equals times one positive factor k, and k.
+
+    onnx2tf folds a constant multiplier into a conv (HardSigmoid's 1/6 after a squeeze-excite
+    conv): the TFLite filter is then k × the QDQ weight, the same int8 levels at scale k·s.
+    """
+    mine = _rows(weight, axis)
+    for name, (ref, ref_axis) in onnx_weights.items():
+        if ref.size != weight.size or ref.shape[ref_axis] != weight.shape[axis]:
+            continue
+        theirs = _rows(ref, ref_axis)
+        norm = float(np.sum(theirs * theirs))
+        if norm == 0.0:
+            continue
+        k = float(np.sum(mine * theirs)) / norm
+        if k > 0 and _distance(mine, k * theirs) <= 1e-6:
+            return name, k
+    return None

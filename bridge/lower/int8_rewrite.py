@@ -29,6 +29,7 @@ class Rewrite:
     """What was written, for the artifact's facts."""
 
     computed_qparams: list[dict[str, str]] = field(default_factory=list)
+    rescaled_weights: list[dict[str, Any]] = field(default_factory=list)
     conversions: int = 0
     integer_twin: dict[int, int] = field(default_factory=dict)
 
@@ -48,6 +49,7 @@ def materialize(
         if id(op) in plan.integer_ops:
             constants.quantize_inputs(op, plan)
     out.computed_qparams = constants.computed
+    out.rescaled_weights = constants.rescaled
     if io_dtype == "float32":
         out.conversions += _round_float_outputs(graph, plan, act_dtype)
     _activations(graph, plan, act_dtype=act_dtype, io_dtype=io_dtype, out=out)

@@ -151,6 +151,7 @@ def integerize(
         "transposes_folded": folded,
         "conversions": rewrite.conversions,
         "computed_qparams": rewrite.computed_qparams,
+        "rescaled_weights": rewrite.rescaled_weights,
         # TFLite integer tensor → the QDQ tensor whose scale it carries.
         "tensor_map": {
             tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive

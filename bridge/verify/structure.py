@@ -134,6 +134,13 @@ def _scales(model: Any, report: Mapping[str, Any]) -> tuple[int, list[str]]:
     weights = [
         np.asarray(e["scale"], np.float64) for e in qdq.values() if e.get("kind") == "weight"
     ]
+    # weights onnx2tf multiplied by a constant it folded in: same levels, scale k·s (listed)
+    by_dq = {e.get("dq"): e for e in qdq.values() if e.get("kind") == "weight"}
+    rescaled = {
+        r["tensor"]: np.asarray(by_dq[r["qdq_weight"]]["scale"], np.float64) * r["factor"]
+        for r in report.get("lowering", {}).get("rescaled_weights", [])
+        if r.get("qdq_weight") in by_dq
+    }
     checked, problems = 0, []
     for t in sg.tensors:
         q = t.quantization
@@ -156,7 +163,7 @@ def _scales(model: Any, report: Mapping[str, Any]) -> tuple[int, list[str]]:
             checked += 1
             if not any(
                 w.shape == scale.shape and np.allclose(scale, w, rtol=SCALE_RTOL, atol=0)
-                for w in weights
+                for w in ([rescaled[name]] if name in rescaled else weights)
             ):
                 problems.append(f"{name}: per-channel weight scales match no QDQ weight")
     return checked, problems

@@ -69,10 +69,7 @@ def tensor_types(path: Path) -> dict[str, int]:
 
 
 #: Known failures, strict: they must fail until fixed.
-KNOWN_INT8 = {
-    "mobilenet_v3_small": "onnx2tf folds HardSigmoid's 1/6 into the squeeze-excite conv, so that "
-    "conv's int8 weight scales are recomputed (listed in computed_qparams), not the QDQ's",
-}
+KNOWN_INT8: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
