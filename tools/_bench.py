@@ -103,6 +103,23 @@ def write_json(name: str, payload: Any) -> Path:
     return path
 
 
+#: The columns every benchmark row carries after its identifying ones: (header, row key).
+MEASURES = [
+    ("size MB", "size_mb"),
+    ("ms 1t", "latency_ms_1t"),
+    ("ms 2t", "latency_ms_2t"),
+    ("SQNR dB", "sqnr_db"),
+    ("convert s", "convert_s"),
+    ("note", "error"),
+]
+
+
+def print_rows(rows: list[dict], keys: list[str]) -> None:
+    """Print benchmark rows: the identifying `keys`, then the MEASURES columns."""
+    columns = [(k, k) for k in keys] + MEASURES
+    print_table([h for h, _ in columns], [[r.get(k, "") for _, k in columns] for r in rows])
+
+
 def print_table(header: list[str], rows: list[list[Any]]) -> None:
     print(table(header, [[_fmt(x) for x in r] for r in rows]))
 

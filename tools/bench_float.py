@@ -25,7 +25,7 @@ from bridge.verify.feeds import random_feeds
 from bridge.verify.metrics import sqnr_db
 from bridge.verify.runners import TorchRunner
 from tools._anchors import onnx2tf_direct
-from tools._bench import latency_ms, print_table, run_foreign, write_json
+from tools._bench import latency_ms, print_rows, print_table, run_foreign, write_json
 
 DEFAULT_MODELS = "mobilenet_v2,resnet18,efficientnet_lite0,mobilenet_v3_small"
 
@@ -95,22 +95,7 @@ def main() -> None:
         onnx2tf_direct(Path(tmp) / "warmup" / "model.opt.onnx")
         for name in args.models.split(","):
             rows += bench(name, args.runs, Path(tmp))
-    header = ["model", "mode", "tool", "size MB", "ms 1t", "ms 2t", "SQNR dB", "convert s", "note"]
-    table = [
-        [
-            r["model"],
-            r["mode"],
-            r["tool"],
-            r.get("size_mb", ""),
-            r.get("latency_ms_1t", ""),
-            r.get("latency_ms_2t", ""),
-            r.get("sqnr_db", ""),
-            r.get("convert_s", ""),
-            r.get("error", ""),
-        ]
-        for r in rows
-    ]
-    print_table(header, table)
+    print_rows(rows, ["model", "mode", "tool"])
     ratios = []
     for ours, theirs in zip(rows[::2], rows[1::2], strict=True):
         if "error" in theirs or "error" in ours:

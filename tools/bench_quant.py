@@ -26,7 +26,7 @@ from bridge.contract import IOContract
 from bridge.verify.feeds import random_feeds
 from bridge.verify.runners import TorchRunner
 from tools._anchors import onnx2tf_int8
-from tools._bench import print_table, write_json
+from tools._bench import print_rows, print_table, write_json
 from tools.bench_float import measure
 
 DEFAULT_MODELS = "mobilenet_v2,resnet18,efficientnet_lite0"
@@ -104,23 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             rows += bench(name, args, Path(tmp))
-    header = ["model", "tool", "size MB", "ms 1t", "ms 2t", "SQNR dB", "convert s", "note"]
-    print_table(
-        header,
-        [
-            [
-                r["model"],
-                r["tool"],
-                r.get("size_mb", ""),
-                r.get("latency_ms_1t", ""),
-                r.get("latency_ms_2t", ""),
-                r.get("sqnr_db", ""),
-                r.get("convert_s", ""),
-                r.get("error", ""),
-            ]
-            for r in rows
-        ],
-    )
+    print_rows(rows, ["model", "tool"])
     rat = [
         ratios(o, t)
         for o, t in zip(rows[::2], rows[1::2], strict=True)
