@@ -294,20 +294,6 @@ def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: 
         yield from head
 
 
-def _as_feeds(sample: Any, contract: IOContract) -> dict[str, np.ndarray]:
-    if isinstance(sample, Mapping):
-        return {k: np.asarray(v) for k, v in sample.items()}
-    if not isinstance(sample, tuple | list):
-        sample = (sample,)
-    return {s.name: _numpy(v) for s, v in zip(contract.inputs, sample, strict=True)}
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:
     """Lower in `mode`; integer I/O (`io_dtype`) travels in the QDQ artifact's facts."""
     from bridge.lower import lower
@@ -316,7 +302,11 @@ def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArt
 
 
 def _verification_feeds(example_inputs, contract: IOContract, calib, opts: ConvertOptions):
-    feeds = [_as_feeds(tuple(example_inputs), contract)]
+    # export() has checked these: one torch tensor per contract input (or a lone tensor)
+    tensors = (example_inputs,) if hasattr(example_inputs, "shape") else tuple(example_inputs)
+    feeds = [
+        {s.name: t.detach().cpu().numpy() for s, t in zip(contract.inputs, tensors, strict=True)}
+    ]
     feeds.extend(calib[: opts.verify_samples])
     seed = opts.seed + 1
     while len(feeds) < 1 + opts.verify_samples:

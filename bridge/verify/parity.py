@@ -10,24 +10,9 @@ import numpy as np
 
 from bridge.verify import tolerances
 from bridge.verify.metrics import compare
-from bridge.verify.runners import Arrays, Runner
+from bridge.verify.runners import Runner
 
 log = logging.getLogger(__name__)
-
-
-class StoredRunner:
-    """Replays outputs recorded earlier (the torch reference kept beside a conversion)."""
-
-    def __init__(self, name: str, contract: Any, outputs: Sequence[Arrays]) -> None:
-        self.name = name
-        self.contract = contract
-        self._outputs = list(outputs)
-        self._next = 0
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
-        out = self._outputs[self._next % len(self._outputs)]
-        self._next += 1
-        return out
 
 
 def run_all(runners: Mapping[str, Runner], feeds: Sequence[Mapping[str, np.ndarray]]) -> dict:
