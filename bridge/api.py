@@ -20,23 +20,11 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError, ParityError
 from bridge.export import DEFAULT_OPSET, ExportConfig, export
-from bridge.verify import parity
-from bridge.verify.feeds import random_feeds
-from bridge.verify.folder import output_scales
-from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
+from bridge.verify.gate import CHECK_BATCH, QUANT_MODES, run_gate, verification_feeds
 
 log = logging.getLogger(__name__)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
-QUANT_MODES = ("int8", "int16x8")
-#: dynamic_batch=True is verified at this batch size too, besides the batch-1 samples.
-CHECK_BATCH = 4
-_RUNTIME_NAMES = {
-    "torch": "PyTorch model",
-    "ort": "exported ONNX model",
-    "qdq": "quantized ONNX model",
-    "tflite": "lowered .tflite",
-}
 VERSION = "0.1.0"
 
 FILES = {
@@ -153,28 +141,24 @@ def convert(
         lowered = _lower(qdq or optimised, mode, opts)
 
     with _timed(timings, "verify"):
-        feeds = _verification_feeds(example_inputs, optimised.contract, calib_samples, opts)
-        runners: dict[str, Any] = {
-            "torch": TorchRunner(model, optimised.contract),
-            "ort": OrtRunner(optimised.model, optimised.contract),
-        }
-        if qdq is not None and mode in QUANT_MODES:
-            runners["qdq"] = OrtRunner(qdq.model, qdq.contract)
-        runners["tflite"] = LiteRTRunner(
-            lowered.data, lowered.contract, user_contract=optimised.contract
+        feeds = verification_feeds(
+            example_inputs,
+            optimised.contract,
+            calib_samples,
+            samples=opts.verify_samples,
+            seed=opts.seed,
         )
-        results = parity.run_all(runners, feeds)
-        verdict = parity.check(
-            results,
+        gate = run_gate(
+            model,
+            optimised,
+            qdq,
+            lowered,
+            feeds,
             mode=mode,
-            output_names=optimised.contract.output_names,
-            model=opts.model_name,
-            lsb_scales=_output_scales(qdq),
+            model_name=opts.model_name,
+            dynamic_batch=opts.dynamic_batch,
+            seed=opts.seed,
         )
-        if opts.dynamic_batch:
-            batched = _check_dynamic_batch(runners, optimised.contract, mode, opts, qdq)
-            verdict["failures"] += [f"batch {CHECK_BATCH}: {f}" for f in batched["failures"]]
-            verdict["passed"] = verdict["passed"] and batched["passed"]
     with _timed(timings, "layers"):
         from bridge.verify.localize import localize_conversion
 
@@ -191,15 +175,15 @@ def convert(
         optimised=optimised,
         qdq=qdq,
         lowered=lowered,
-        verdict=verdict,
+        verdict=gate.verdict,
         timings=timings,
     )
     report["layers"] = layers
-    if opts.dynamic_batch:
-        report["dynamic_batch"] = {"batch": CHECK_BATCH, "parity": batched["pairs"]}
-    if not verdict["passed"]:
+    if gate.batched is not None:
+        report["dynamic_batch"] = {"batch": CHECK_BATCH, "parity": gate.batched["pairs"]}
+    if not gate.passed:
         raise ParityError(
-            "parity check failed, nothing was written: " + "; ".join(verdict["failures"]),
+            "parity check failed, nothing was written: " + "; ".join(gate.verdict["failures"]),
             report=report,
         )
     return _write(
@@ -207,10 +191,10 @@ def convert(
         report=report,
         exported=exported,
         optimised=optimised,
-        qdq=qdq if "qdq" in runners else None,  # only verified files are written
+        qdq=qdq if "qdq" in gate.runtimes else None,  # only verified files are written
         lowered=lowered,
         feeds=feeds,
-        reference=results["torch"],
+        reference=gate.results["torch"],
     )
 
 
@@ -299,49 +283,6 @@ def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArt
     from bridge.lower import lower
 
     return lower(artifact, mode=mode, nhwc=opts.nhwc_inputs)
-
-
-def _verification_feeds(example_inputs, contract: IOContract, calib, opts: ConvertOptions):
-    # export() has checked these: one torch tensor per contract input (or a lone tensor)
-    tensors = (example_inputs,) if hasattr(example_inputs, "shape") else tuple(example_inputs)
-    feeds = [
-        {s.name: t.detach().cpu().numpy() for s, t in zip(contract.inputs, tensors, strict=True)}
-    ]
-    feeds.extend(calib[: opts.verify_samples])
-    seed = opts.seed + 1
-    while len(feeds) < 1 + opts.verify_samples:
-        feeds.append(random_feeds(contract, seed=seed))
-        seed += 1
-    return feeds
-
-
-def _check_dynamic_batch(runners, contract: IOContract, mode: str, opts, qdq) -> dict[str, Any]:
-    """Parity at batch CHECK_BATCH; ConfigError if a runtime cannot run that batch at all."""
-    feed = random_feeds(contract, seed=opts.seed + 100, batch=CHECK_BATCH)
-    results = {}
-    for name, runner in runners.items():
-        try:
-            results[name] = runner.run(feed)
-        except Exception as e:  # the model's own error in torch, or LiteRT failing to resize
-            raise ConfigError(
-                f"dynamic_batch=True, but the {_RUNTIME_NAMES.get(name, name)} does not run at "
-                f"batch {CHECK_BATCH}: {e}. Convert with a fixed batch (dynamic_batch=False), "
-                "or remove batch-size assumptions from the model (x.view(1, -1) → x.flatten(1))"
-            ) from e
-    return parity.check(
-        results,
-        mode=mode,
-        output_names=contract.output_names,
-        model=opts.model_name,
-        lsb_scales=_output_scales(qdq),
-    )
-
-
-def _output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
-    if qdq is None:
-        return {}
-    tensors = qdq.facts.get("quantization", {}).get("tensors", {})
-    return output_scales(tensors, qdq.contract.output_names)
 
 
 def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):

@@ -1,0 +1,132 @@
+"""The parity gate of convert(): run every runtime on the same feeds and check each pair."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.contract import IOContract
+from bridge.errors import ConfigError
+from bridge.verify import parity
+from bridge.verify.feeds import random_feeds
+from bridge.verify.folder import output_scales
+from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
+
+#: dynamic_batch=True is verified at this batch size too, besides the batch-1 samples.
+CHECK_BATCH = 4
+QUANT_MODES = ("int8", "int16x8")
+RUNTIME_NAMES = {
+    "torch": "PyTorch model",
+    "ort": "exported ONNX model",
+    "qdq": "quantized ONNX model",
+    "tflite": "lowered .tflite",
+}
+
+
+@dataclass
+class GateResult:
+    """Every runtime's outputs and the verdict over its pairs."""
+
+    results: dict[str, dict[str, np.ndarray]]
+    verdict: dict[str, Any]
+    runtimes: tuple[str, ...]
+    batched: dict[str, Any] | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.verdict["passed"])
+
+
+def verification_feeds(
+    example_inputs: object,
+    contract: IOContract,
+    held_out: Sequence[Mapping[str, np.ndarray]],
+    *,
+    samples: int,
+    seed: int,
+) -> list[dict[str, np.ndarray]]:
+    """The example inputs, then `samples` held-out calibration samples or seeded random ones."""
+    # export() has checked these: one torch tensor per contract input (or a lone tensor)
+    tensors = (example_inputs,) if hasattr(example_inputs, "shape") else tuple(example_inputs)
+    feeds = [
+        {s.name: t.detach().cpu().numpy() for s, t in zip(contract.inputs, tensors, strict=True)}
+    ]
+    feeds.extend(dict(f) for f in held_out[:samples])
+    next_seed = seed + 1
+    while len(feeds) < 1 + samples:
+        feeds.append(random_feeds(contract, seed=next_seed))
+        next_seed += 1
+    return feeds
+
+
+def run_gate(
+    model: object,
+    optimised: OnnxArtifact,
+    qdq: OnnxArtifact | None,
+    lowered: TfliteArtifact,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    *,
+    mode: str,
+    model_name: str | None = None,
+    dynamic_batch: bool = False,
+    seed: int = 0,
+) -> GateResult:
+    """Run torch, ORT, [QDQ ORT] and LiteRT on `feeds`; check every pair `mode` gates.
+
+    With `dynamic_batch`, parity is also checked at batch CHECK_BATCH.
+
+    Raises:
+        ConfigError: dynamic_batch was asked but a runtime cannot run CHECK_BATCH.
+    """
+    runners: dict[str, Any] = {
+        "torch": TorchRunner(model, optimised.contract),
+        "ort": OrtRunner(optimised.model, optimised.contract),
+    }
+    if qdq is not None and mode in QUANT_MODES:
+        runners["qdq"] = OrtRunner(qdq.model, qdq.contract)
+    runners["tflite"] = LiteRTRunner(
+        lowered.data, lowered.contract, user_contract=optimised.contract
+    )
+    results = parity.run_all(runners, feeds)
+    scales = quantized_output_scales(qdq)
+    names = optimised.contract.output_names
+    verdict = parity.check(
+        results, mode=mode, output_names=names, model=model_name, lsb_scales=scales
+    )
+    gate = GateResult(results=results, verdict=verdict, runtimes=tuple(runners))
+    if dynamic_batch:
+        feed = random_feeds(optimised.contract, seed=seed + 100, batch=CHECK_BATCH)
+        batched = _run_batch(runners, feed)
+        gate.batched = parity.check(
+            batched, mode=mode, output_names=names, model=model_name, lsb_scales=scales
+        )
+        verdict["failures"] += [f"batch {CHECK_BATCH}: {f}" for f in gate.batched["failures"]]
+        verdict["passed"] = verdict["passed"] and gate.batched["passed"]
+    return gate
+
+
+def quantized_output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:
+    """{output name: its quantization scale} for LSB errors; empty for float models."""
+    if qdq is None:
+        return {}
+    tensors = qdq.facts.get("quantization", {}).get("tensors", {})
+    return output_scales(tensors, qdq.contract.output_names)
+
+
+def _run_batch(runners: Mapping[str, Any], feed: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    results = {}
+    for name, runner in runners.items():
+        try:
+            results[name] = runner.run(feed)
+        except Exception as e:  # the model's own error in torch, or LiteRT failing to resize
+            raise ConfigError(
+                f"dynamic_batch=True, but the {RUNTIME_NAMES.get(name, name)} does not run at "
+                f"batch {CHECK_BATCH}: {e}. Convert with a fixed batch (dynamic_batch=False), "
+                "or remove batch-size assumptions from the model (x.view(1, -1) → x.flatten(1))"
+            ) from e
+    return results
