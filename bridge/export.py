@@ -159,6 +159,16 @@ def _check_inputs(example_inputs: Sequence[object]) -> tuple:
     for i, t in enumerate(inputs):
         if not isinstance(t, torch.Tensor):
             raise ShapeError(f"example_inputs[{i}] is a {type(t).__name__}, not a torch.Tensor")
+        if t.numel() == 0:
+            raise ShapeError(
+                f"example_inputs[{i}] has shape {tuple(t.shape)}, with no elements; give an "
+                "example of the real input shape (batch 1 or more, every dimension ≥ 1)"
+            )
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ShapeError(
+                f"example_inputs[{i}] holds NaN or Inf; give finite example values, as the "
+                "conversion is verified on them"
+            )
     return inputs
 
 

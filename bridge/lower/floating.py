@@ -1,7 +1,8 @@
 """fp32 lowering: ONNX → float32 .tflite whose inputs and outputs are exactly the contract's.
 
 Steps: onnx2tf with every input shape kept (`onnx2tf_driver`) → reject CUSTOM ops
-(`unsupported`) → match and check I/O against the channel-first contract (`io_contract`) →
+(`unsupported`) → match I/O with the channel-first contract (`io_contract`), transpose back
+outputs onnx2tf returned permuted (`layout`), check I/O →
 for `nhwc=True`, channel-last boundary transposes (`layout`) → cancel inverse transpose pairs
 (`transposes`) → drop onnx2tf's "reduced_precision_support" metadata (it tells delegates that
 fp16 arithmetic is acceptable, which an fp32 model does not promise) → final I/O check and
@@ -90,7 +91,9 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         log.info("pinned static output shapes onnx2tf left dynamic: %s", pinned)
     if fixed := layout.restore_channel_first_outputs(model, contract):
         log.info("transposed channel-last outputs back to the contract's layout: %s", fixed)
-    io_contract.check_io(model, contract)
+    if permuted := layout.restore_permuted_outputs(model, contract):
+        log.info("transposed outputs onnx2tf returned permuted back: %s", permuted)
+    io_contract.check_io(model, contract, source=artifact.model)
     target = contract
     if nhwc:
         target = contract.as_nhwc()

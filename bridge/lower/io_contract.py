@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import onnx
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
@@ -119,15 +120,40 @@ def io_problems(model: Any, contract: IOContract) -> list[str]:
     return problems
 
 
-def check_io(model: Any, contract: IOContract) -> None:
-    """Raise LoweringError unless the .tflite's I/O equals the contract's."""
+def check_io(model: Any, contract: IOContract, *, source: onnx.ModelProto | None = None) -> None:
+    """Raise LoweringError unless the .tflite's I/O equals the contract's.
+
+    With `source` (the ONNX model lowered), an output whose shape onnx2tf changed is named
+    with the ONNX node that computes it and a workaround.
+    """
     problems = io_problems(model, contract)
     if problems:
         raise LoweringError(
             "the lowered .tflite does not keep the I/O contract: "
             + "; ".join(problems)
-            + ". This is a lowering bug; please report it with the model."
+            + ". "
+            + _advice(model, contract, source)
         )
+
+
+def _advice(model: Any, contract: IOContract, source: onnx.ModelProto | None) -> str:
+    """What the user can do about the first output whose shape differs from the contract."""
+    sg = model.subgraphs[0]
+    shapes = {
+        tflite_io.tensor_name(sg.tensors[t]): graph_edit.shape_of(sg.tensors[t]) for t in sg.outputs
+    }
+    bad = [s for s in contract.outputs if s.name in shapes and not _shape_fits(s, shapes[s.name])]
+    producer = None
+    if bad and source is not None:
+        producer = next((n for n in source.graph.node if bad[0].name in n.output), None)
+    if producer is None:
+        return "This is a lowering bug; please report it with the model."
+    return (
+        f"onnx2tf changed the layout of output {bad[0].name!r}, computed by ONNX node "
+        f"{producer.name!r} ({producer.op_type}). To work around it, return that "
+        f"{producer.op_type}'s input from the model instead and apply the {producer.op_type} "
+        "to the .tflite's output after inference; please also report the model (a lowering bug)"
+    )
 
 
 def write_signature(model: Any, contract: IOContract, *, key: str = "serving_default") -> None:

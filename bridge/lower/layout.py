@@ -15,13 +15,17 @@ a 3-D (NCW) output.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from bridge.errors import LoweringError
 from bridge.lower import graph_edit, tflite_io
+
+#: The highest rank TFLite's TRANSPOSE takes.
+MAX_PERM_RANK = 6
 
 
 def channel_last_perm(rank: int) -> list[int]:
@@ -94,6 +98,57 @@ def restore_channel_first_outputs(model: Any, contract: Any) -> list[str]:
     return fixed
 
 
+def restore_permuted_outputs(model: Any, contract: Any) -> dict[str, list[int]]:
+    """Transpose back outputs whose shape is a permutation of the contract's.
+
+    onnx2tf 2.6.9 sometimes drops the Transpose (or chain of them) that produces a graph output
+    (`y.transpose(1, 2)` after a Linear on [N, T, F], `x.permute(0, 3, 1, 2)` on an image) and
+    returns the tensor before it, in the ONNX layout or its own channel-last one. When exactly
+    one data order fits (`output_perm`), a TRANSPOSE restores the contract's shape; otherwise
+    the output is left for `io_contract.check_io` to report. Parity checks the result.
+
+    Returns:
+        {output name: perm of the TRANSPOSE added}.
+    """
+    sg = model.subgraphs[0]
+    by_name = {tflite_io.tensor_name(sg.tensors[t]): int(t) for t in sg.outputs}
+    fixed = {}
+    for spec in contract.outputs:
+        idx = by_name.get(spec.name)
+        if idx is None:
+            continue
+        perm = output_perm([int(d) for d in sg.tensors[idx].shape], list(spec.concrete_shape()))
+        if perm is None:
+            continue
+        inner = _rename_inner(sg, idx, "__onnx2tf_layout")
+        outer = _permuted_copy(model, idx, spec.name, perm)
+        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+        sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
+        fixed[spec.name] = perm
+    _retarget_signatures(model)
+    return fixed
+
+
+def output_perm(got: Sequence[int], want: Sequence[int]) -> list[int] | None:
+    """The perm p with got[p[i]] = want[i], when `got` ≠ `want` and one data order fits.
+
+    Axes of size 1 carry no data, so perms that differ only in where they put them are one
+    data order. None when the shapes are equal, not permutations of each other, of rank above
+    `MAX_PERM_RANK`, or when repeated sizes let several data orders fit (a [1, 4, 4, 3] output
+    for a [1, 3, 4, 4] contract could come from either NHWC or NWHC).
+    """
+    if list(got) == list(want) or sorted(got) != sorted(want) or len(got) > MAX_PERM_RANK:
+        return None
+    orders: dict[tuple[int, ...], list[int]] = {}
+    for p in itertools.permutations(range(len(got))):
+        if all(got[p[i]] == w for i, w in enumerate(want)):
+            order = tuple(a for a in p if got[a] != 1)
+            orders.setdefault(order, list(p))
+    if len(orders) != 1:
+        return None
+    return next(iter(orders.values()))
+
+
 def _lookup(by_name: dict[str, int], name: str, kind: str) -> int:
     if name not in by_name:
         raise LoweringError(
@@ -111,10 +166,10 @@ def _rank(sg: Any, idx: int) -> int:
     return rank
 
 
-def _rename_inner(sg: Any, idx: int) -> int:
-    """Rename the boundary tensor to `<name>__channel_first`; it becomes graph-internal."""
+def _rename_inner(sg: Any, idx: int, suffix: str = "__channel_first") -> int:
+    """Rename the boundary tensor to `<name><suffix>`; it becomes graph-internal."""
     t = sg.tensors[idx]
-    t.name = f"{tflite_io.tensor_name(t)}__channel_first"
+    t.name = f"{tflite_io.tensor_name(t)}{suffix}"
     return idx
 
 

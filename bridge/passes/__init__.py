@@ -2,7 +2,8 @@
 
 Each pass lives in its own module and is a callable `ModelProto -> PassResult`. `PASSES` maps
 names to passes; `DEFAULT_PASSES` is the order `run_passes` uses: freeze (shapes, constants,
-no-ops, dead code), fuse (BN, MatMul+Add, activations), then clean up and re-infer shapes.
+no-ops, dead code), fuse (BN, MatMul+Add, activations), work around what onnx2tf
+would lower wrongly (PRelu, 4-D channel Concat), then clean up and re-infer shapes.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from bridge.artifact import OnnxArtifact
 from bridge.errors import PassError
 from bridge.passes.base import GraphPass, PassResult
 from bridge.passes.check import OutputGuard, check_contract, check_structure, io_signature
+from bridge.passes.decompose_prelu import decompose_prelu
 from bridge.passes.eliminate_dead_code import eliminate_dead_code
+from bridge.passes.flatten_channel_concat import flatten_channel_concat
 from bridge.passes.fold_constants import fold_constants
 from bridge.passes.fuse_activation import fuse_activation
 from bridge.passes.fuse_conv_bn import fuse_conv_bn
@@ -42,6 +45,8 @@ for _name, _pass in (
     ("fuse_conv_bn", fuse_conv_bn),
     ("fuse_matmul_add", fuse_matmul_add),
     ("fuse_activation", fuse_activation),
+    ("decompose_prelu", decompose_prelu),
+    ("flatten_channel_concat", flatten_channel_concat),
 ):
     PASSES.register(_name)(_pass)
 
@@ -53,6 +58,8 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fuse_conv_bn",
     "fuse_matmul_add",
     "fuse_activation",
+    "decompose_prelu",
+    "flatten_channel_concat",
     "eliminate_dead_code",
     "infer_shapes",
 )

@@ -36,6 +36,8 @@ def load_folder(path: str | Path) -> StoredConversion:
     from bridge.api import FILES
 
     root = Path(path)
+    if root.exists() and not root.is_dir():
+        raise ModelLoadError(f"{root} is not a folder; give the output folder of bridge convert")
     report = _load_json(root / FILES["report"])
     try:
         contract = IOContract.from_dict(report["contract"])

@@ -109,3 +109,38 @@ def test_console_script_usage_error() -> None:
         [sys.executable, "-m", "bridge.cli", "convert"], capture_output=True, text=True, check=False
     )
     assert proc.returncode == cli.EXIT_USAGE and "-o/--output" in proc.stderr
+
+
+def test_output_path_that_is_a_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    blocker = tmp_path / "model.tflite"
+    blocker.write_bytes(b"someone else's file")
+    code, out, err = run(capsys, "convert", "zoo:digits_cnn", "-o", str(blocker))
+    assert code == cli.EXIT_ERROR and out == ""
+    assert (
+        err
+        == f"bridge: error: output path {blocker} exists and is not a folder; choose another -o\n"
+    )
+    assert blocker.read_bytes() == b"someone else's file"
+
+
+def test_calibration_folder_without_images(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "labels.csv").write_text("a,1\n")
+    out = tmp_path / "out"
+    code, _, err = run(
+        capsys, "convert", "zoo:digits_cnn", "-o", str(out), "--quantize", "int8",
+        "--calibration", str(images),
+    )  # fmt: skip
+    assert code == cli.EXIT_ERROR and len(err.strip().splitlines()) == 1
+    assert f"bridge: error: image folder {images} holds no images (.png, .jpg" in err
+    assert not out.exists()
+
+
+def test_verify_of_a_file_instead_of_a_folder(
+    capsys: pytest.CaptureFixture[str], converted: Path
+) -> None:
+    code, _, err = run(capsys, "verify", str(converted / "model.tflite"))
+    assert code == cli.EXIT_ERROR and "is not a folder" in err

@@ -6,6 +6,7 @@ Each case asserts the error type and the message, and that nothing was written.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,6 +176,81 @@ def test_calibration_file_that_does_not_exist(tmp_path: Path) -> None:
         bridge.convert(model, inputs, tmp_path / "out", quantize="int8", calibration=str(missing))
 
 
+@pytest.mark.parametrize(
+    "files", [{}, {"notes.txt": b"x", "sub/a.png": b""}], ids=["empty", "none"]
+)
+def test_calibration_folder_without_images(tmp_path: Path, files: dict[str, bytes]) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, data in files.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_bytes(data)
+    model, inputs = tiny_cnn()
+    expected = rf"image folder {re.escape(str(folder))} holds no images \(\.png, \.jpg, "
+    with pytest.raises(CalibrationError, match=expected):
+        bridge.convert(model, inputs, tmp_path / "out", quantize="int8", calibration=str(folder))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_calibration_image_is_named(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"not a png")
+    model, inputs = tiny_cnn()
+    with pytest.raises(
+        CalibrationError, match=rf"cannot read image {re.escape(str(folder))}/a\.png"
+    ):
+        bridge.convert(model, inputs, tmp_path / "out", quantize="int8", calibration=str(folder))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=ValueError,
+    reason="calibrate._npy_samples lets np.load's ValueError out for a file that is not a .npy",
+)
+def test_corrupt_calibration_npy_is_a_calibration_error(tmp_path: Path) -> None:
+    bad = tmp_path / "samples.npy"
+    bad.write_bytes(b"not an array")
+    model, inputs = tiny_cnn()
+    with pytest.raises(CalibrationError, match=r"samples\.npy"):
+        bridge.convert(model, inputs, tmp_path / "out", quantize="int8", calibration=str(bad))
+
+
+# --- example inputs that cannot verify anything -----------------------------------------------
+
+
+_ZERO_BATCH = """
+import sys, torch, bridge
+from bridge.errors import ShapeError
+from tests.reliability.conftest import tiny_cnn
+model, _ = tiny_cnn()
+try:
+    bridge.convert(model, (torch.zeros(0, 3, 8, 8),), sys.argv[1])
+except ShapeError as e:
+    sys.exit(f"ShapeError: {e}")
+"""
+
+
+def test_example_input_with_zero_size_dimension(tmp_path: Path) -> None:
+    # A child process, so the segfault shows as a failed test, not a dead test run.
+    proc = subprocess.run(
+        [sys.executable, "-c", _ZERO_BATCH, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert re.search(r"ShapeError: .*example_inputs\[0\].*\(0, 3, 8, 8\)", proc.stderr)
+
+
+def test_example_input_with_nan(tmp_path: Path) -> None:
+    model, _ = tiny_cnn()
+    with pytest.raises(ShapeError, match=r"example_inputs\[0\].*NaN"):
+        bridge.convert(model, (torch.full((1, 3, 8, 8), float("nan")),), tmp_path / "out")
+
+
 # --- corrupt or truncated files for `bridge verify` / `bridge inspect` -------------------------
 
 
@@ -311,6 +387,16 @@ def test_unwritable_output_folder(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     with pytest.raises(OutputDirError, match="exists and is not a folder; choose another -o"):
         bridge.convert(model, inputs, blocker)
+
+
+def test_output_folder_under_a_file(tmp_path: Path) -> None:
+    model, inputs = tiny_cnn()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    expected = rf"cannot write to {re.escape(str(blocker))} \(Not a directory\); choose a writable"
+    with pytest.raises(OutputDirError, match=expected):
+        bridge.convert(model, inputs, blocker / "out")
+    assert blocker.read_text() == "not a folder"
 
 
 def test_folder_with_another_model_needs_overwrite(tiny_converted: Path, tmp_path: Path) -> None:
