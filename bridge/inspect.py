@@ -9,8 +9,15 @@ from bridge.errors import ModelLoadError
 
 
 def describe(path: str | Path) -> str:
-    """A short multi-line description; ModelLoadError if the file is missing or corrupt."""
+    """A short multi-line description; ModelLoadError if the file is missing or corrupt.
+
+    A bridge output folder describes its model.tflite.
+    """
     p = Path(path)
+    if p.is_dir() and (p / "model.tflite").is_file():
+        p = p / "model.tflite"
+    elif p.is_dir():
+        raise ModelLoadError(f"{p} is a folder with no model.tflite; give a .tflite or .onnx file")
     if not p.is_file():
         raise ModelLoadError(f"{p} not found")
     data = p.read_bytes()

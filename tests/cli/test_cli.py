@@ -48,6 +48,8 @@ def test_verify_and_inspect(capsys: pytest.CaptureFixture[str], converted: Path)
     assert code == cli.EXIT_OK and "CONV_2D" in out and "input image: [1, 1, 28, 28]" in out
     code, out, _ = run(capsys, "inspect", str(converted / "model.opt.onnx"))
     assert code == cli.EXIT_OK and "ONNX opset" in out
+    code, out, _ = run(capsys, "inspect", str(converted))  # the folder: its model.tflite
+    assert code == cli.EXIT_OK and "CONV_2D" in out
 
 
 def test_corrupt_tflite_is_a_clear_error(
