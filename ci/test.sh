@@ -5,7 +5,7 @@
 source "$(dirname "$0")/env.sh"
 ruff check bridge models tools tests
 python -m pytest -m "not slow and not accuracy and not browser" -n 2 -q "$@"
-python -m pytest -m "slow" -n 2 -q "$@"
+python -m pytest -m "slow and not accuracy and not browser" -n 2 -q "$@"
 bash ci/assets.sh
 python -m pytest -m "accuracy" -q "$@"
 bash ci/browser.sh "$@"

@@ -85,6 +85,9 @@ class TfliteTensors:
         correspondence: ONNX name → {"tflite", "channel_last", "fused"} from the lowering.
         names: the ONNX tensors wanted → the name of the ONNX node that writes each.
 
+    LiteRT keeps variable tensors (an LSTM's state) from one run to the next; `state` names
+    them, and `run` resets them before each sample.
+
     A tensor is looked up under its correspondence entry, then its own name, then the name
     onnx2tf gives a node's channel-last output (`<node>_output_nhwc`), which its own report
     misses when it dropped the channel-first copy.
@@ -105,7 +108,10 @@ class TfliteTensors:
                 model, contract, user_contract=user_contract, preserve_all_tensors=True
             )
         details = {d["name"]: d for d in self.runner.interpreter.get_tensor_details()}
-        fused = fused_activation_outputs(model)
+        flat = _load(model)
+        fused = fused_activation_outputs(flat)
+        #: names of the variable tensors: state LiteRT carries from one run to the next
+        self.state = variable_tensors(flat)
         self.found: dict[str, tuple[dict, bool | None]] = {}
         for name, node in names.items():
             entry = correspondence.get(name) or {}
@@ -124,9 +130,15 @@ class TfliteTensors:
     def run(
         self, feeds: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
     ) -> dict[str, TfliteValue]:
-        """Run one sample; `shapes` are the ONNX shapes, used to undo channel-last layouts."""
-        self.runner.run(feeds)
+        """Run one sample; `shapes` are the ONNX shapes, used to undo channel-last layouts.
+
+        Variable tensors (an LSTM's state) are reset first, so every sample starts from the
+        zero state the ONNX model starts from.
+        """
         interp = self.runner.interpreter
+        if self.state:
+            interp.reset_all_variables()
+        self.runner.run(feeds)
         out: dict[str, TfliteValue] = {}
         for name, (detail, channel_last) in self.found.items():
             if name not in shapes:
@@ -144,13 +156,31 @@ class TfliteTensors:
         return out
 
 
-def fused_activation_outputs(model: bytes | Path) -> set[str]:
-    """Names of the .tflite tensors written by an operator with a fused activation."""
+def _load(model: bytes | Path) -> Any:
     from bridge.lower import tflite_io
 
     data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
-    m = tflite_io.load(bytes(data))
-    sg = m.subgraphs[0]
+    return tflite_io.load(bytes(data))
+
+
+def variable_tensors(model: Any) -> list[str]:
+    """Names of the variable tensors of a loaded .tflite model (e.g. an LSTM's state)."""
+    from bridge.lower import tflite_io
+
+    return [
+        tflite_io.tensor_name(t)
+        for sg in model.subgraphs or []
+        for t in sg.tensors or []
+        if t.isVariable
+    ]
+
+
+def fused_activation_outputs(model: Any) -> set[str]:
+    """Names of the tensors of a loaded .tflite model written by an operator with a fused
+    activation."""
+    from bridge.lower import tflite_io
+
+    sg = model.subgraphs[0]
     return {
         tflite_io.tensor_name(sg.tensors[i])
         for op in sg.operators or []

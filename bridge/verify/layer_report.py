@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.verify.divergence import LAYER_DROP_DB
 from bridge.verify.report import markdown_table, table
 
 #: Marks a row whose link misses its floor, and the first diverging row.
 MISS, FIRST = "!", "◀ first divergence"
+#: Name at most this many of the .tflite's variable tensors.
+MAX_NAMES = 4
 
 
 def pair_label(link: Mapping[str, Any], labels: Mapping[str, str]) -> str:
@@ -59,7 +62,7 @@ def rows(layers: Mapping[str, Any]) -> list[list[str]]:
 
 
 def _last_judged(layers: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    judged = [k for k in layers["links"] if k["kind"] and k["kind"] != "export"]
+    judged = [k for k in layers["links"] if k["kind"] in ("quantization", "conversion")]
     return judged[-1] if judged else None
 
 
@@ -74,10 +77,44 @@ def verdict(layers: Mapping[str, Any]) -> str:
         return found["explanation"]
     n = len(layers["rows"])
     k = sum(1 for r in layers["rows"] if r["metrics"])
-    text = f"no diverging layer: all {k} compared tensors meet their floors."
+    low = sum(1 for r in layers["rows"] if _misses(r, layers["links"]))
+    if low:
+        text = (
+            f"no diverging layer: every output meets its floors; {low} of the {k} compared "
+            f"tensors fall below a quantized link's floor ({MISS}), each within "
+            f"{LAYER_DROP_DB:.0f} dB of its inputs: noise accumulated over the layers, which "
+            "later layers average out."
+        )
+    else:
+        text = f"no diverging layer: all {k} compared tensors meet their floors."
     if k < n:
         text += f" {n - k} of the {n} tensors have no counterpart to compare with."
     return text
+
+
+def _misses(row: Mapping[str, Any], links: list[Mapping[str, Any]]) -> bool:
+    """Some judged link of `row` is below its floor."""
+    return any(
+        k["kind"]
+        and k["floor"] is not None
+        and k["pair"] in row["metrics"]
+        and row["metrics"][k["pair"]]["sqnr_db"] < k["floor"]
+        for k in links
+    )
+
+
+def state_note(layers: Mapping[str, Any]) -> str | None:
+    """A warning when the .tflite keeps state between runs in variable tensors."""
+    state = layers.get("tflite_state")
+    if not state:
+        return None
+    names = ", ".join(state[:MAX_NAMES]) + (", ..." if len(state) > MAX_NAMES else "")
+    return (
+        f"note: the .tflite keeps state from one run to the next in {len(state)} variable "
+        f"tensors ({names}); LiteRT starts each run from the last one's state where the ONNX "
+        "model starts from zeros, so reset them between independent inputs "
+        "(Interpreter.reset_all_variables()). Each sample here was run from reset state."
+    )
 
 
 def floors_line(layers: Mapping[str, Any]) -> str:
@@ -92,11 +129,16 @@ def floors_line(layers: Mapping[str, Any]) -> str:
 
 def render_text(layers: Mapping[str, Any]) -> str:
     """The per-layer table and the verdict, for a terminal."""
-    return "\n".join([table(header(layers), rows(layers)), floors_line(layers), verdict(layers)])
+    lines = [table(header(layers), rows(layers)), floors_line(layers), verdict(layers)]
+    note = state_note(layers)
+    return "\n".join([*lines, note] if note else lines)
 
 
 def render_markdown(layers: Mapping[str, Any]) -> str:
     """The per-layer section of report.md."""
     lines = ["## Per-layer comparison", "", f"**{verdict(layers)}**", "", floors_line(layers), ""]
+    note = state_note(layers)
+    if note:
+        lines += [note, ""]
     lines += [markdown_table(header(layers), rows(layers)), ""]
     return "\n".join(lines)

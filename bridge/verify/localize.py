@@ -6,9 +6,11 @@ Runtimes form a chain, and each link blames one stage when it breaks:
 
 "qdq" is ORT on the model the .tflite must reproduce: the QDQ ONNX (int8, int16x8, dynamic) or
 the float ONNX with float16-rounded weights (fp16). fp32 has no middle link: ORT ⇄ LiteRT is
-the conversion. A conversion error means the .tflite disagrees with the ONNX model it was lowered
-from; a quantization error means the quantized ONNX already disagrees with the float one while
-the .tflite agrees with it.
+the conversion. In the other modes ORT ⇄ LiteRT is the end-to-end link, judged at the floor the
+parity gate applies to the outputs: it catches quantization and conversion errors that each meet
+their own floor but add up below it. A conversion error means the .tflite disagrees with the
+ONNX model it was lowered from; a quantization error means the quantized ONNX already disagrees
+with the float one while the .tflite agrees with it.
 
 Rows follow the float ONNX graph order; the first row where a link misses its floor names the
 first diverging layer. Floors come from `bridge.verify.tolerances` (see `LINKS`). Metrics are
@@ -41,12 +43,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Link:
-    """One comparison between neighbouring runtimes and the stage it blames."""
+    """One comparison between neighbouring runtimes and the stage it blames.
+
+    `accumulates`: the candidate approximates the reference (quantized values, integer kernels),
+    so the error grows layer after layer and later layers can average it out (a mean pooling);
+    while every output meets the floor, an intermediate tensor below it is a divergence only if
+    it lost much in one layer (`bridge.verify.divergence.LAYER_DROP_DB`).
+    """
 
     ref: str
     cand: str
-    kind: str  # "export", "quantization", "conversion" or "" (shown, never judged)
+    kind: str  # "export", "quantization", "conversion", "end-to-end" or "" (never judged)
     floor: tuple[str | None, str] | None  # (mode, pair) in tolerances; None: the model's mode
+    accumulates: bool = False
 
     @property
     def pair(self) -> str:
@@ -62,27 +71,27 @@ LINKS: dict[str, tuple[Link, ...]] = {
     "fp32": (_EXPORT, Link("ort", "tflite", "conversion", ("fp32", "ort_vs_tflite"))),
     "fp16": (
         _EXPORT,
-        Link("ort", "qdq", "quantization", ("fp16", "ort_vs_tflite")),
+        Link("ort", "qdq", "quantization", ("fp16", "ort_vs_tflite"), accumulates=True),
         Link("qdq", "tflite", "conversion", ("fp32", "ort_vs_tflite")),
-        Link("ort", "tflite", "", None),
+        Link("ort", "tflite", "end-to-end", ("fp16", "ort_vs_tflite"), accumulates=True),
     ),
     "dynamic": (
         _EXPORT,
-        Link("ort", "qdq", "quantization", ("dynamic", "ort_vs_tflite")),
-        Link("qdq", "tflite", "conversion", ("dynamic", "ort_vs_tflite")),
-        Link("ort", "tflite", "", None),
+        Link("ort", "qdq", "quantization", ("dynamic", "ort_vs_tflite"), accumulates=True),
+        Link("qdq", "tflite", "conversion", ("dynamic", "ort_vs_tflite"), accumulates=True),
+        Link("ort", "tflite", "end-to-end", ("dynamic", "ort_vs_tflite"), accumulates=True),
     ),
     "int8": (
         _EXPORT,
-        Link("ort", "qdq", "quantization", ("int8", "torch_vs_qdq")),
-        Link("qdq", "tflite", "conversion", ("int8", "qdq_vs_tflite")),
-        Link("ort", "tflite", "", None),
+        Link("ort", "qdq", "quantization", ("int8", "torch_vs_qdq"), accumulates=True),
+        Link("qdq", "tflite", "conversion", ("int8", "qdq_vs_tflite"), accumulates=True),
+        Link("ort", "tflite", "end-to-end", ("int8", "torch_vs_tflite"), accumulates=True),
     ),
     "int16x8": (
         _EXPORT,
-        Link("ort", "qdq", "quantization", ("int16x8", "torch_vs_qdq")),
-        Link("qdq", "tflite", "conversion", ("int16x8", "qdq_vs_tflite")),
-        Link("ort", "tflite", "", None),
+        Link("ort", "qdq", "quantization", ("int16x8", "torch_vs_qdq"), accumulates=True),
+        Link("qdq", "tflite", "conversion", ("int16x8", "qdq_vs_tflite"), accumulates=True),
+        Link("ort", "tflite", "end-to-end", ("int16x8", "torch_vs_tflite"), accumulates=True),
     ),
 }
 
@@ -126,7 +135,9 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
     """Compare every intermediate tensor across the runtimes and find the first divergence.
 
     Returns:
-        {"mode", "links": [{"pair", "ref", "cand", "kind", "floor"}], "labels", "samples",
+        {"mode", "links": [{"pair", "ref", "cand", "kind", "floor", "accumulates"}], "labels",
+        "samples", "torch_modules" (how torch modules were bound), "tflite_state" (variable
+        tensors, if any),
         "rows": [{"index", "tensor", "node", "op", "shape", "range", "metrics": {pair: {...}}}],
         "first_divergence": {...} or None, "seconds"}. JSON-serialisable.
     """
@@ -152,13 +163,25 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
     layers: dict[str, Any] = {
         "mode": inputs.mode,
         "links": [
-            {"pair": k.pair, "ref": k.ref, "cand": k.cand, "kind": k.kind, "floor": floors[k.pair]}
+            {
+                "pair": k.pair,
+                "ref": k.ref,
+                "cand": k.cand,
+                "kind": k.kind,
+                "floor": floors[k.pair],
+                "accumulates": k.accumulates,
+            }
             for k in links
         ],
         "labels": labels,
         "samples": len(feeds),
         "rows": rows,
     }
+    if "torch" in runtimes:
+        layers["torch_modules"] = runtimes["torch"].summary()
+    state = runtimes["tflite"].state
+    if state:
+        layers["tflite_state"] = state
     layers["first_divergence"] = first_divergence(layers, inputs.onnx, inputs.quant_tensors)
     layers["seconds"] = round(time.perf_counter() - start, 3)
     log.info(
@@ -182,6 +205,8 @@ def _run(
             got = runtime.run(feed, shapes)
             values[key] = {t: tv.value for t, tv in got.items()}
             scales = {t: tv.scale for t, tv in got.items()}
+        elif key == "torch":
+            values[key] = runtime.run(feed, values["ort"])
         elif key != "ort":
             values[key] = runtime.run(feed)
     return values, scales
@@ -194,7 +219,9 @@ def _runtimes(inputs: LayerInputs, names: list[str]) -> dict[str, Any]:
     if inputs.module is not None and inputs.exported is not None:
         from bridge.verify.torch_layers import TorchLayers
 
-        runtimes["torch"] = TorchLayers(inputs.module, inputs.contract, inputs.exported)
+        runtimes["torch"] = TorchLayers(
+            inputs.module, inputs.contract, inputs.exported, floor_db=_export_floor(inputs)
+        )
     if inputs.mode == "fp16":
         runtimes["qdq"] = OrtTensors(
             fp16_weights(inputs.onnx), inputs.contract, {t: t for t in names}
@@ -245,6 +272,10 @@ def fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
+def _export_floor(inputs: LayerInputs) -> float:
+    return tolerances.floor(inputs.mode, "torch_vs_ort", model=inputs.model_name)
+
+
 def _floor(inputs: LayerInputs, link: Link) -> float | None:
     if link.floor is None:
         return None
@@ -280,20 +311,41 @@ def localize_dir(
     if module is not None:
         _check_module(module, contract, feeds[0], reference)
         exported = _load_onnx(root / FILES["onnx"])
+    optimised = _load_onnx(root / FILES["opt"])
+    qdq = _load_onnx(qdq_path) if qdq_path.exists() else None
+    quant = report.get("quantization", {})
+    if qdq is None and mode == "dynamic":
+        rebuilt = dynamic_qdq(OnnxArtifact(optimised, contract, stage="passes"), quant)
+        qdq, quant = rebuilt.model, rebuilt.facts.get("quantization", {})
     inputs = LayerInputs(
         mode=mode,
-        onnx=_load_onnx(root / FILES["opt"]),
+        onnx=optimised,
         contract=contract,
         tflite=tflite,
         tflite_contract=tflite_contract,
         correspondence=report_correspondence(report),
-        qdq=_load_onnx(qdq_path) if qdq_path.exists() else None,
-        quant_tensors=report.get("quantization", {}).get("tensors", {}),
+        qdq=qdq,
+        quant_tensors=quant.get("tensors", {}),
         module=module,
         exported=exported,
         model_name=report.get("model"),
     )
     return localize(inputs, feeds)
+
+
+def dynamic_qdq(optimised: OnnxArtifact, quantization: Mapping[str, Any]) -> OnnxArtifact:
+    """The weight-only QDQ model of a dynamic conversion, rebuilt from the float model and the
+    quantization config saved in its report (a conversion folder does not store it; it needs
+    no calibration data, so the same config gives the same model)."""
+    from dataclasses import fields
+
+    from bridge.quantize import QuantConfig, quantize
+
+    saved = dict(quantization.get("config") or {})
+    known = {f.name for f in fields(QuantConfig)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
+    kwargs["mode"] = "dynamic"
+    return quantize(optimised, QuantConfig(**kwargs), None)
 
 
 def localize_conversion(

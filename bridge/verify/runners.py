@@ -190,6 +190,9 @@ class LiteRTRunner:
                 interp.resize_tensor_input(detail["index"], list(x.shape))
                 interp.allocate_tensors()
             interp.set_tensor(detail["index"], _quantize_io(x, detail))
+        # variable tensors (an LSTM's state) carry over between runs; every sample starts
+        # from the zero state the torch and ONNX models start from
+        interp.reset_all_variables()
         interp.invoke()
         out: Arrays = {}
         for user_spec, spec, detail in zip(

@@ -1,124 +1,189 @@
 """Intermediate torch tensors, named after the ONNX tensors that hold the same values.
 
-The TorchScript exporter names every node after the module scope it came from, e.g.
-`/features/features.1/block/block.0/block.0.0/Conv` for module `features.1.block.0.0`: each path
-component is the module's qualified name from its last non-numeric part on. A leaf module's
-output is the output of the last node in its scope. A leaf module with no node of its own (a
-BatchNorm the exporter folded into the Conv before it, a Dropout) takes over the ONNX tensor of
-the module whose output it consumed, because that tensor now holds its values.
+Hooks on every submodule record each call (inputs when it starts, outputs when it ends, and the
+chain of calls it ran in). The first sample binds module outputs to ONNX tensors, checked
+against ONNX Runtime's values on that sample (see `bridge.verify.module_map`); later samples
+hook only the bound modules.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 
 from bridge.contract import IOContract
+from bridge.verify.module_map import MAX_LISTED, Binding, Call, ScopeIndex, resolve
 
 log = logging.getLogger(__name__)
 
 
-def scope_path(qualname: str) -> str:
-    """The exporter's scope path of a module.
-
-    "features.1.block.0" → "/features/features.1/block/block.0".
-    """
-    atoms = qualname.split(".")
-    parts = []
-    for end in range(1, len(atoms) + 1):
-        prefix = atoms[:end]
-        start = max((i for i, a in enumerate(prefix) if not a.isdigit()), default=0)
-        parts.append(".".join(prefix[start:]))
-    return "/" + "/".join(parts)
-
-
-def scope_outputs(exported: onnx.ModelProto, qualnames: list[str]) -> dict[str, str | None]:
-    """Module qualified name → output of the last non-Constant node in its scope (None: no node)."""
-    by_scope = {scope_path(q): q for q in qualnames}
-    found: dict[str, str | None] = dict.fromkeys(qualnames)
-    for node in exported.graph.node:
-        if node.op_type == "Constant" or not node.output:
-            continue
-        parts = node.name.split("/")[1:-1]
-        for end in range(1, len(parts) + 1):
-            q = by_scope.get("/" + "/".join(parts[:end]))
-            if q is not None:
-                found[q] = node.output[0]
-    return found
-
-
 class TorchLayers:
-    """Runs a torch module with forward hooks on its leaf modules.
+    """Runs a torch module with forward hooks and returns the values of bound module outputs.
 
     Args:
         module: the torch.nn.Module that was exported.
         contract: its I/O contract (input order).
         exported: the ONNX model as exported (before graph passes), whose node names carry the
             module scopes.
+        floor_db: the export floor: torch and ONNX values agree at or above this SQNR.
     """
 
-    def __init__(self, module: Any, contract: IOContract, exported: onnx.ModelProto) -> None:
+    def __init__(
+        self, module: Any, contract: IOContract, exported: onnx.ModelProto, *, floor_db: float
+    ) -> None:
         self.module = module
         self.contract = contract
-        leaves = [
-            (q, m) for q, m in module.named_modules() if q and next(m.children(), None) is None
-        ]
-        self._leaves = leaves
-        self._scope = scope_outputs(exported, [q for q, _ in leaves])
-        if not any(self._scope.values()):
+        self.floor_db = floor_db
+        self.index = ScopeIndex(exported)
+        self.named = [(q, m) for q, m in module.named_modules() if q]
+        self.bindings: list[Binding] | None = None
+        self.unbound: dict[str, str] = {}
+        self.calls = 0
+        if not self.index.has_scopes:
             log.warning("no ONNX node names carry module scopes; torch layers are not compared")
 
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """ONNX tensor name → the torch value of the module output it holds, for one sample."""
+    def run(
+        self, feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """ONNX tensor name → the torch value of the module output it holds, for one sample.
+
+        Args:
+            feeds: the sample, by contract input name.
+            reference: ONNX Runtime's value of every float ONNX tensor on the same sample;
+                the first call binds modules to tensors with it.
+        """
+        if self.bindings is None:
+            calls = self._trace(feeds)
+            self.calls = len(calls)
+            self.bindings, self.unbound = resolve(
+                calls, self.index, {**feeds, **reference}, self.floor_db
+            )
+            log.info(
+                "torch layers: %d of %d module calls bound to ONNX tensors",
+                len(self.bindings),
+                len(calls),
+            )
+            by_call = {(c.qualname, c.index): c for c in calls}
+            return {
+                b.tensor: by_call[(b.qualname, b.index)].outputs[b.output][1] for b in self.bindings
+            }
+        return self._bound(feeds)
+
+    def summary(self) -> dict[str, Any]:
+        """How many module calls were bound, and why some modules were not (a few listed)."""
+        how = Counter(b.how for b in self.bindings or [])
+        listed = dict(list(self.unbound.items())[:MAX_LISTED])
+        return {"calls": self.calls, "bound": dict(how), "unbound": listed}
+
+    def _forward(self, feeds: Mapping[str, np.ndarray], *, versions: bool = False) -> None:
+        """Run the module once; `versions` keeps in-place version counters (no_grad instead of
+        inference_mode, whose tensors have none)."""
         import torch
 
-        events: list[tuple[str, list[int], Any]] = []
-        alive: list[Any] = []  # keeps every hooked tensor alive so that no id() is reused
-
-        def hook(name: str):
-            def record(_m: Any, args: tuple, out: Any) -> None:
-                alive.extend([*args, out])
-                ins = [id(a) for a in args if isinstance(a, torch.Tensor)]
-                if isinstance(out, torch.Tensor):
-                    events.append((name, ins, (id(out), out.detach().clone())))
-                else:
-                    events.append((name, ins, None))
-
-            return record
-
-        handles = [m.register_forward_hook(hook(q)) for q, m in self._leaves]
+        args = [torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.contract.input_names]
         threads = torch.get_num_threads()
         try:
-            args = [
-                torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in self.contract.input_names
-            ]
             # one sample on one thread: torch's thread pool crawls on a loaded machine
             torch.set_num_threads(1)
-            with torch.inference_mode():
+            with torch.no_grad() if versions else torch.inference_mode():
                 self.module(*args)
         finally:
             torch.set_num_threads(threads)
+
+    def _trace(self, feeds: Mapping[str, np.ndarray]) -> list[Call]:
+        """Every submodule call, children before their parents."""
+        stack: list[Call] = []
+        calls: list[Call] = []
+        counts: Counter[str] = Counter()
+        alive: list[Any] = []  # keeps every hooked tensor alive so that no id() is reused
+        copies: dict[tuple[int, int], np.ndarray] = {}  # one copy per tensor and version
+
+        def snap(tensors: list[Any]) -> list[tuple[int, np.ndarray]]:
+            alive.extend(tensors)
+            out = []
+            for t in tensors:
+                key = (id(t), t._version)  # an in-place op bumps the version
+                if key not in copies:
+                    copies[key] = _numpy(t)
+                out.append((id(t), copies[key]))
+            return out
+
+        def before(q: str):
+            def hook(_m: Any, args: tuple, kwargs: dict) -> None:
+                chain = (*stack[-1].chain, q) if stack else (q,)
+                inputs = snap([*_tensors(args), *_tensors(kwargs)])
+                stack.append(Call(q, counts[q], chain, inputs))
+                counts[q] += 1
+
+            return hook
+
+        def after(_m: Any, _args: tuple, out: Any) -> None:
+            call = stack.pop()
+            call.outputs = snap(list(_tensors(out)))
+            calls.append(call)
+
+        handles = []
+        for q, m in self.named:
+            handles.append(m.register_forward_pre_hook(before(q), with_kwargs=True))
+            handles.append(m.register_forward_hook(after))
+        try:
+            self._forward(feeds, versions=True)
+        finally:
             for h in handles:
                 h.remove()
-        return self._assign(events)
+        return calls
 
-    def _assign(self, events: list[tuple[str, list[int], Any]]) -> dict[str, np.ndarray]:
-        calls = Counter(name for name, _, _ in events)
-        owner: dict[int, str | None] = {}  # id of an output tensor → the ONNX tensor it holds
+    def _bound(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Values of the bound module outputs only."""
+        wanted: dict[str, dict[tuple[int, int], str]] = {}
+        for b in self.bindings or []:
+            wanted.setdefault(b.qualname, {})[(b.index, b.output)] = b.tensor
+        counts: Counter[str] = Counter()
         values: dict[str, np.ndarray] = {}
-        for name, ins, out in events:
-            if out is None or calls[name] > 1:  # a module called twice has no single output
-                continue
-            out_id, value = out
-            target = self._scope.get(name)
-            if target is None and len(ins) == 1 and owner.get(ins[0]):
-                target = owner[ins[0]]  # folded into (or a no-op after) its producer
-            owner[out_id] = target
-            if target is not None:
-                values[target] = value.cpu().numpy()
+
+        def after(q: str):
+            def hook(_m: Any, _args: tuple, out: Any) -> None:
+                k = counts[q]
+                counts[q] += 1
+                for i, t in enumerate(_tensors(out)):
+                    tensor = wanted[q].get((k, i))
+                    if tensor is not None:
+                        values[tensor] = _numpy(t)
+
+            return hook
+
+        modules = dict(self.named)
+        handles = [modules[q].register_forward_hook(after(q)) for q in wanted]
+        try:
+            self._forward(feeds)
+        finally:
+            for h in handles:
+                h.remove()
         return values
+
+
+def _tensors(obj: Any) -> Iterator[Any]:
+    """The tensors in a (nested) tuple, list or dict, in order."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif isinstance(obj, list | tuple):
+        for v in obj:
+            yield from _tensors(v)
+
+
+def _numpy(t: Any) -> np.ndarray:
+    """A copy of `t` on the CPU; floating tensors as float32."""
+    t = t.detach()
+    if t.is_floating_point():
+        t = t.float()
+    return t.cpu().clone().numpy()

@@ -7,7 +7,7 @@ import logging
 import time
 
 import onnx
-import pytest
+import torch
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
@@ -18,7 +18,6 @@ from bridge.verify.metrics import sqnr_db
 from bridge.verify.runners import OrtRunner, TorchRunner
 from bridge.verify.tolerances import FP32_MIN_SQNR_DB
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ import json
 
 import onnx
 import pytest
+import torch
 
 import bridge.passes as passes
 from bridge.artifact import OnnxArtifact
@@ -16,8 +17,6 @@ from bridge.passes import DEFAULT_PASSES, PASSES, PassResult, run_passes
 from bridge.passes.check import io_signature
 from bridge.registry import Registry
 from bridge.verify.tolerances import PASS_MIN_SQNR_DB
-
-torch = pytest.importorskip("torch")
 
 #: Conv+BN folding rounds the folded weights to float32 once; outputs are O(1).
 PIPELINE_MAX_ABS = 1e-5

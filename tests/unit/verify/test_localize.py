@@ -28,7 +28,7 @@ from bridge.verify.divergence import short_name
 from bridge.verify.feeds import random_feeds
 from bridge.verify.localize import localize_conversion, localize_dir, report_correspondence
 from bridge.verify.modes_table import float_op_count
-from bridge.verify.torch_layers import scope_path
+from bridge.verify.module_map import scope_path
 
 MODEL = "digits_cnn"
 #: The planted range is this many times wider than what the observer saw: most values then
