@@ -129,6 +129,10 @@ class ConstantWriter:
             name, graph.tensor(idx).shape, TYPE_CODES["int8"], data=q, quant=quant
         )
 
+    def is_qdq_weight(self, w: np.ndarray, axis: int) -> bool:
+        """Whether `w` holds, channel by channel along `axis`, a per-channel QDQ weight."""
+        return match_channels(w.astype(np.float64), axis, self._weights) is not None
+
     def _weight_qparams(self, w: np.ndarray, axis: int) -> QParams | None:
         """The QDQ parameters of the weight holding `w`'s values, channel by channel."""
         found = match_channels(w, axis, self._weights)

@@ -6,7 +6,8 @@ ReLUs into their producers (`int8_fuse`), give every activation its QDQ scale an
 operators run integer (`int8_assign`), then write int8/int16 tensors, int8 per-channel weights,
 int32/int64 biases and the boundary QUANTIZE/DEQUANTIZE (`int8_rewrite`). Operators without an
 integer kernel stay float32 between a DEQUANTIZE and a QUANTIZE and are listed in
-`facts["float_ops"]` with the reason.
+`facts["float_ops"]` with the reason; the constants of theirs that the QDQ model stores int8
+(weight-only layers, embedding tables) stay int8 behind a DEQUANTIZE (`int8_weight_only`).
 
 int16x8 is the same path with int16 activations (symmetric, zero point 0), int8 weights and
 int64 biases, as TFLite's 16x8 kernels expect.
@@ -27,8 +28,10 @@ from bridge.lower import (
     int8_linear,
     int8_match,
     int8_rewrite,
+    int8_weight_only,
     tflite_io,
 )
+from bridge.lower.int8_constants import ConstantWriter
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
@@ -130,6 +133,9 @@ def integerize(
     folded = int8_fuse.fold_transposes_into_reductions(graph, plan.integer_ops)
     quantized = sum(id(op) in plan.integer_ops for op in graph.ops)
     rewrite = int8_rewrite.materialize(graph, plan, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
+    weight_only = int8_weight_only.store_int8_weights(
+        graph, plan, ConstantWriter(graph, qdq, act_dtype=act_dtype)
+    )
     twins = [
         (graph.tensor(rewrite.integer_twin[t]), src)
         for t, src in plan.source.items()
@@ -152,6 +158,7 @@ def integerize(
         "conversions": rewrite.conversions,
         "computed_qparams": rewrite.computed_qparams,
         "rescaled_weights": rewrite.rescaled_weights,
+        "int8_stored_float_weights": weight_only,
         # TFLite integer tensor → the QDQ tensor whose scale it carries.
         "tensor_map": {
             tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive

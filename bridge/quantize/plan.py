@@ -18,6 +18,11 @@ which tensors to observe and the QDQ writer knows where to put QuantizeLinear/De
   rounded and whose bias is int32 with scale s_in·s_w, as in TFLite's FULLY_CONNECTED.
 - Float islands: a cheap op (`rules.FLOAT_ABSORBED_OPS`) whose every reader is float stays
   float, since its int8 result would be dequantized at once (a transformer's residual stream).
+- Weight-only layers (data-dependent, so only when the observers are given): a linear layer
+  whose every reader is float and whose output int8 cannot hold (`rules.WEIGHT_ONLY_OPS`) runs
+  float on int8 per-channel weights, with a float bias; the float islands are then re-grown.
+- Tables: the constant 2-D table of a float Gather is an int8 weight, one scale per row
+  (`rules.INT8_TABLE_OPS`).
 - Graph outputs are always quantized (a float op's output too): an int8 model has int8 outputs,
   which `io_dtype="int8"` hands out and the output-LSB parity check measures. Graph inputs are
   quantized whoever reads them when `io_dtype` is an integer type.
@@ -27,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,10 +40,16 @@ import onnx
 from onnx import numpy_helper
 
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.observers import Observer
 from bridge.quantize.patterns import Match, find_patterns
+from bridge.quantize.qparams import qrange
 from bridge.quantize.rules import (
     FLOAT_ABSORBED_OPS,
+    INT8_TABLE_OPS,
     UNLISTED_REASON,
+    WEIGHT_ONLY_MIN_LEVELS,
+    WEIGHT_ONLY_OPS,
+    WEIGHT_ONLY_REASON,
     OpRule,
     fusable_activation,
     rule_for,
@@ -59,7 +70,8 @@ ABSORBED = (
 
 @dataclass(frozen=True)
 class WeightUse:
-    """A constant weight (and maybe its bias) of one quantized node."""
+    """A constant weight (and maybe its bias) of one node: a quantized one, or a float one
+    that computes on the dequantized int8 weight (weight-only layers, Gather tables)."""
 
     node: str
     weight: str
@@ -91,6 +103,7 @@ class QuantPlan:
     symmetric: set[str] = field(default_factory=set)  # tensors that need zero point 0
     patterns: list[dict[str, object]] = field(default_factory=list)  # fused patterns applied
     inside: set[int] = field(default_factory=set)  # nodes inside an applied fused pattern
+    weight_only: list[int] = field(default_factory=list)  # float nodes with int8 weights
 
     def group_of(self) -> dict[str, list[str]]:
         """Tensor name → the group (list of tensor names) it shares a scale with."""
@@ -164,6 +177,7 @@ def build_plan(
     config: QuantConfig,
     *,
     available: Collection[str] | None = None,
+    observers: Mapping[str, Observer] | None = None,
 ) -> QuantPlan:
     """Plan the quantization of `model` under `config`.
 
@@ -171,13 +185,18 @@ def build_plan(
         model: the float ONNX model.
         config: the quantization config.
         available: activation tensors that have statistics; a node needing another stays float
-            (None: assume all do, as when planning what to calibrate).
+            (None: those of `observers`; without them, assume all do, as when planning what to
+            calibrate).
+        observers: the calibration statistics, for the choices that depend on data (the
+            weight-only linear layers); None plans as if every such layer were int8.
     """
     if config.mode == "dynamic":
         return _dynamic_plan(model, config)
+    if available is None and observers is not None:
+        available = observers.keys()
     forced: dict[str, str] = {}
     while True:
-        plan = _plan(model, config, forced)
+        plan = _plan(model, config, forced, observers)
         if available is None:
             return plan
         acts = set(plan.activations)
@@ -197,7 +216,12 @@ def build_plan(
         forced.update(missing)
 
 
-def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]) -> QuantPlan:
+def _plan(
+    model: onnx.ModelProto,
+    config: QuantConfig,
+    forced: Mapping[str, str],
+    observers: Mapping[str, Observer] | None,
+) -> QuantPlan:
     graph = model.graph
     plan = QuantPlan(node_names(graph))
     consts = constant_values(model)
@@ -235,9 +259,13 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
             continue
         plan.quantized[i] = rule
         data_of[i] = float_data
-    tails = {m.nodes[-1] for m in matches}  # fused ops have kernels of their own
+    # fused ops have kernels of their own; those of FLOAT_ABSORBED_OPS may still stay float
+    tails = {m.nodes[-1] for m in matches if m.pattern.rule_op not in FLOAT_ABSORBED_OPS}
     _drop_isolated_moves(plan, graph, data_of, consumers)
     _absorb_into_float(plan, graph, consumers, owner, tails)
+    coarse = _coarse_outputs(observers, act_dtype)
+    if _keep_weight_only(plan, graph, consumers, owner, matches, consts, coarse):
+        _absorb_into_float(plan, graph, consumers, owner, tails)  # what fed them may follow
     internal, biases = _apply_patterns(plan, matches, gelu)
 
     acts: dict[str, None] = {}
@@ -260,6 +288,10 @@ def _plan(model: onnx.ModelProto, config: QuantConfig, forced: Mapping[str, str]
             if k < len(node.input) and node.input[k] in data_of[i]:
                 plan.symmetric.add(node.input[k])
         _plan_weights(plan, i, node, rule, consts, biases.get(i))
+    for i in plan.weight_only:  # float arithmetic on int8 weights: no int32 bias
+        node = graph.node[i]
+        _plan_weights(plan, i, node, rule_for(node.op_type, node), consts, no_bias=True)
+    _plan_tables(plan, graph, consts)
 
     for i, rule in plan.quantized.items():
         out = graph.node[i].output[0]
@@ -349,7 +381,7 @@ def _absorb_into_float(
     """Keep float a cheap node (rules.FLOAT_ABSORBED_OPS) whose outputs only float nodes read
     (rule 2), repeated until nothing changes. A node inside a fused chain reads on behalf of
     the chain's last node (`owner`); a graph output counts as a quantized reader; the last
-    nodes of fused chains (`tails`) are not cheap ops."""
+    nodes of the other fused chains (`tails`) are not cheap ops."""
     outputs = {o.name for o in graph.output}
     changed = True
     while changed:
@@ -368,6 +400,93 @@ def _absorb_into_float(
             name = plan.node_names[i]
             plan.float_nodes.append({"node": name, "op": node.op_type, "reason": ABSORBED})
             changed = True
+
+
+def _keep_weight_only(
+    plan: QuantPlan,
+    graph: onnx.GraphProto,
+    consumers: Mapping[str, list[int]],
+    owner: Mapping[int, int],
+    matches: list[Match],
+    consts: Mapping[str, np.ndarray],
+    coarse: Callable[[str], bool],
+) -> bool:
+    """Run float, on int8 weights, a linear layer (rules.WEIGHT_ONLY_OPS, with the bias Add of
+    its matmul_bias pattern) whose output only float nodes read, is no graph output and is
+    `coarse` on an int8 grid (rules.WEIGHT_ONLY_REASON). Call after `_absorb_into_float`, which
+    decides those readers. Returns whether any layer was kept so."""
+    outputs = {o.name for o in graph.output}
+    before = len(plan.weight_only)
+    bias_add = {m.nodes[0]: m.nodes[-1] for m in matches if m.pattern.name == "matmul_bias"}
+    for i in sorted(plan.quantized):
+        node, rule = graph.node[i], plan.quantized.get(i)
+        if rule is None or node.op_type not in WEIGHT_ONLY_OPS or rule.weight is None:
+            continue
+        w = consts.get(node.input[rule.weight]) if rule.weight < len(node.input) else None
+        if w is None or w.dtype != np.float32 or w.ndim != 2:
+            continue  # FULLY_CONNECTED takes a constant 2-D weight
+        chain = [i]
+        if bias_add.get(i) in plan.quantized:
+            chain.append(bias_add[i])
+        outs = [t for t in graph.node[chain[-1]].output if t]
+        readers = [owner.get(c, c) for t in outs for c in consumers.get(t, [])]
+        if not readers or any(t in outputs for t in outs) or not all(map(coarse, outs)):
+            continue
+        if any(r in plan.quantized for r in readers):
+            continue
+        for k in chain:
+            del plan.quantized[k]
+            name = plan.node_names[k]
+            plan.float_nodes.append(
+                {"node": name, "op": graph.node[k].op_type, "reason": WEIGHT_ONLY_REASON}
+            )
+        plan.weight_only.append(i)
+    return len(plan.weight_only) > before
+
+
+def _plan_tables(plan: QuantPlan, graph: onnx.GraphProto, consts: Mapping[str, np.ndarray]) -> None:
+    """Plan the constant 2-D table of every float Gather (rules.INT8_TABLE_OPS) as an int8
+    weight with one scale per row (the rows the Gather picks)."""
+    for i, node in enumerate(graph.node):
+        if node.op_type not in INT8_TABLE_OPS or i in plan.quantized or not node.input:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        table = consts.get(node.input[0])
+        if axis != 0 or table is None or table.dtype != np.float32 or table.ndim != 2:
+            continue
+        plan.weights.append(WeightUse(plan.node_names[i], node.input[0], 0))
+
+
+def _coarse_outputs(
+    observers: Mapping[str, Observer] | None, act_dtype: str
+) -> Callable[[str], bool]:
+    """Whether a tensor's median magnitude spans fewer than rules.WEIGHT_ONLY_MIN_LEVELS steps
+    of the int8 grid over its range (False without statistics)."""
+
+    def coarse(t: str) -> bool:
+        obs = None if observers is None else observers.get(t)
+        levels = None if obs is None else median_levels(obs, act_dtype)
+        return levels is not None and levels < WEIGHT_ONLY_MIN_LEVELS
+
+    return coarse
+
+
+def median_levels(observer: Observer, dtype: str) -> float | None:
+    """The median |value| in steps of the `dtype` grid over the observer's range, from its
+    histogram (None for an observer without one): how many levels a typical value keeps."""
+    hist = getattr(observer, "hist", None)
+    if hist is None or hist.counts.sum() <= 0:
+        return None
+    lo, hi = observer.range(dtype)
+    qmin, qmax = qrange(dtype)
+    step = (max(hi, 0.0) - min(lo, 0.0)) / (qmax - qmin)
+    if step <= 0.0:
+        return None
+    size = np.abs(hist.centers)
+    order = np.argsort(size)
+    cum = np.cumsum(hist.counts[order])
+    median = size[order][int(np.searchsorted(cum, cum[-1] / 2))]
+    return float(median / step)
 
 
 def _drop_isolated_moves(
@@ -438,8 +557,11 @@ def _plan_weights(
     rule: OpRule,
     consts: Mapping[str, np.ndarray],
     folded_bias: tuple[str, str] | None = None,
+    *,
+    no_bias: bool = False,
 ) -> None:
-    """Plan the node's constant weight, and its bias (or `folded_bias`: (bias, reader node))."""
+    """Plan the node's constant weight, and its bias (or `folded_bias`: (bias, reader node));
+    `no_bias`: the weight only (its node runs float)."""
     w_idx = rule.weight
     if w_idx is None or w_idx >= len(node.input) or node.input[w_idx] not in consts:
         return
@@ -448,6 +570,8 @@ def _plan_weights(
         return
     axis = weight_axis(rule, w.ndim)
     bias, bias_node = folded_bias or (_bias_input(node, rule, consts, w, axis), None)
+    if no_bias:
+        bias, bias_node = None, None
     source = node.input[0] if bias else None
     name = plan.node_names[i]
     plan.weights.append(WeightUse(name, node.input[w_idx], axis, bias, source, bias_node))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,7 @@ from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
-from bridge.quantize.rules import SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
+from bridge.quantize.rules import REACH_CUT_OPS, SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
 from bridge.quantize.weights import quantize_bias, quantize_weight
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def quantize_model(
         float, with reasons.
     """
     model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
-    plan = build_plan(model, config, available=None if config.mode == "dynamic" else observers)
+    plan = build_plan(model, config, observers=None if config.mode == "dynamic" else observers)
     writer = _Writer(model, plan, config)
     writer.weights(moments)
     if config.activation_dtype is not None:
@@ -311,6 +311,16 @@ class _Writer:
             z = int(fixed[0][1])
             rng = (float((qmin - z) * scale), float((qmax - z) * scale))
             return scale, zero, rng
+        ranges, lo, hi = self._observed_range(group, observers)
+        lo, hi = self._reachable(group, observers, lo, hi)
+        self._check_spread(ranges, lo, hi)
+        scale, zero = affine_qparams(lo, hi, dtype=dtype, symmetric=symmetric)
+        return scale, zero, (lo, hi)
+
+    def _observed_range(
+        self, group: list[str], observers: Mapping[str, Observer]
+    ) -> tuple[dict[str, tuple[float, float]], float, float]:
+        """The members' ranges, and the group's [lo, hi] (with the Softmax input cut)."""
         ranges = {t: observers[t].range() for t in group if t in observers}
         ranges |= {
             t: (float(self.consts[t].min()), float(self.consts[t].max()))
@@ -320,10 +330,64 @@ class _Writer:
         lo = min((r[0] for r in ranges.values()), default=0.0)
         hi = max((r[1] for r in ranges.values()), default=0.0)
         if any(t in self._softmax_inputs for t in group):
-            lo = max(lo, hi - SOFTMAX_INPUT_SPAN)
-        self._check_spread(ranges, lo, hi)
-        scale, zero = affine_qparams(lo, hi, dtype=dtype, symmetric=symmetric)
-        return scale, zero, (lo, hi)
+            members = [observers[t] for t in group if t in observers]
+            lo, hi = softmax_input_range(members, lo, hi)
+        return ranges, lo, hi
+
+    def _range_of(self, t: str, observers: Mapping[str, Observer]) -> tuple[float, float] | None:
+        """The range tensor `t`'s group is quantized to, before any reach cut; None if none."""
+        group = self._group(t)
+        fixed = [self.plan.fixed[m] for m in group if m in self.plan.fixed]
+        if fixed:
+            qmin, qmax = qrange(self.config.activation_dtype or "int8")
+            (scale, z) = fixed[0]
+            return float((qmin - z) * scale), float((qmax - z) * scale)
+        if not any(m in observers or m in self.consts for m in group):
+            return None
+        _, lo, hi = self._observed_range(group, observers)
+        return lo, hi
+
+    def _reachable(
+        self, group: list[str], observers: Mapping[str, Observer], lo: float, hi: float
+    ) -> tuple[float, float]:
+        """Cut [lo, hi] to the values that can reach the output ranges of the group's readers
+        when every reader is a quantized Add (rules.REACH_CUT_OPS): b ∈ [L − hi_a, H − lo_a]
+        for an output quantized to [L, H]; anything beyond saturates the output either way."""
+        need: list[tuple[float, float]] = []
+        for t in group:
+            if t in self._graph_outputs:
+                return lo, hi
+            for i in self._readers.get(t, []):
+                data = self.plan.data_inputs.get(i, [])
+                node = self.graph.node[i]
+                if i not in self.plan.quantized or node.op_type not in REACH_CUT_OPS:
+                    return lo, hi
+                if len(data) != 2:
+                    return lo, hi
+                others = [x for x in data if x != t]
+                if len(others) != 1:
+                    return lo, hi
+                out = self._range_of(node.output[0], observers)
+                other = self._range_of(others[0], observers)
+                if out is None or other is None:
+                    return lo, hi
+                step = (out[1] - out[0]) / 255
+                need.append((out[0] - other[1] - step, out[1] - other[0] + step))
+        if not need:
+            return lo, hi
+        return max(lo, min(n[0] for n in need)), min(hi, max(n[1] for n in need))
+
+    @functools.cached_property
+    def _readers(self) -> dict[str, list[int]]:
+        readers: dict[str, list[int]] = {}
+        for i, node in enumerate(self.graph.node):
+            for t in dict.fromkeys(x for x in node.input if x):
+                readers.setdefault(t, []).append(i)
+        return readers
+
+    @functools.cached_property
+    def _graph_outputs(self) -> set[str]:
+        return {o.name for o in self.graph.output}
 
     @functools.cached_property
     def _softmax_inputs(self) -> set[str]:
@@ -333,6 +397,8 @@ class _Writer:
         """Report members of a shared-scale group left few levels (rules.SHARED_SCALE_MAX_RATIO)."""
         width = max(hi, 0.0) - min(lo, 0.0)
         for t, (a, b) in ranges.items():
+            if a == b == 0.0:  # an all-zero tensor (Min(x, 0)'s bound) is exact at any scale
+                continue
             ratio = width / max(max(b, 0.0) - min(a, 0.0), 1e-30)
             if ratio > SHARED_SCALE_MAX_RATIO:
                 log.warning("%r shares one int8 scale with a range %.0f× wider", t, ratio)
@@ -408,6 +474,55 @@ class _Writer:
         del graph.initializer[:]
         graph.initializer.extend([*kept, *self.inits])
         return self.model
+
+
+def softmax_input_range(observers: Sequence[Observer], lo: float, hi: float) -> tuple[float, float]:
+    """The range of a Softmax input whose observers chose [lo, hi] (rules.SOFTMAX_INPUT_SPAN).
+
+    Softmax is shift-invariant per row, and a value more than SPAN below its row's maximum
+    weighs less than e^-SPAN, below any int8 output step. An additive mask (−10000) puts the
+    masked scores in a cluster far below the real ones: values under an empty gap wider than
+    SPAN in the calibration histogram are such values (every row that holds a real score has
+    its maximum above the gap). The range reaches SPAN below the real scores (all but their
+    lowest `_CLUSTER_QUANTILE`, which lie far below their own row's maximum), so masked scores,
+    clipped to its bottom, still weigh nothing in any row. The top is the observed maximum: the
+    largest score of each row matters most, and the observer's error criterion, dominated by
+    the masked values, may clip it. Without such a gap nothing is cut at the bottom; without a
+    histogram fine enough to see one (minmax observers, float32's minimum as the mask) the
+    range is cut to [hi − SPAN, hi], which can flatten rows whose maximum is far below `hi`.
+    """
+    if not observers:
+        return lo, hi
+    hi = max(hi, *(float(o.max_val) for o in observers))
+    bottoms = [_cluster_bottom(o) for o in observers]
+    if any(b is None for b in bottoms):
+        return max(lo, hi - SOFTMAX_INPUT_SPAN), hi
+    return max(lo, min(b for b in bottoms if b is not None) - SOFTMAX_INPUT_SPAN), hi
+
+
+#: The fraction of the real scores (above the mask gap) that a Softmax input's range may leave
+#: below it: the histogram's re-binning smears a few counts below the true minimum.
+_CLUSTER_QUANTILE = 1e-5
+
+
+def _cluster_bottom(observer: Observer) -> float | None:
+    """The `_CLUSTER_QUANTILE` quantile of the values above every empty histogram gap wider
+    than SOFTMAX_INPUT_SPAN (of all values when there is no such gap); None when the observer
+    keeps no histogram or its bins are too wide to see such a gap."""
+    hist = getattr(observer, "hist", None)
+    if hist is None or not 0.0 < hist.width < SOFTMAX_INPUT_SPAN:
+        return None
+    occupied = np.flatnonzero(hist.counts > 0)
+    if occupied.size == 0:
+        return None
+    edges = hist.edges
+    gaps = edges[occupied[1:]] - edges[occupied[:-1] + 1]
+    wide = np.flatnonzero(gaps > SOFTMAX_INPUT_SPAN)
+    start = int(occupied[wide[-1] + 1]) if wide.size else int(occupied[0])
+    cluster = hist.counts[start:]
+    cdf = np.cumsum(cluster) / cluster.sum()
+    k = int(np.searchsorted(cdf, _CLUSTER_QUANTILE, side="right"))
+    return max(float(edges[start + k]), float(observer.min_val))
 
 
 def _fact(

@@ -20,7 +20,9 @@ scale s_in·s_w per channel and zero point 0. `fuses_activation` ops absorb a fo
 Relu/Relu6/Clip into the TFLite kernel, so no QDQ sits between them. `symmetric_inputs` must
 be quantized with zero point 0 when they are activations (LiteRT's kernel assumes it).
 
-Beside the per-op table: the float-fallback policy as data (`FLOAT_ABSORBED_OPS`), the
+Beside the per-op table: the float-fallback policy as data (`FLOAT_ABSORBED_OPS`, the
+weight-only layers `WEIGHT_ONLY_OPS` and int8 tables `INT8_TABLE_OPS`), the range cuts of
+Softmax inputs and Add inputs (`SOFTMAX_INPUT_SPAN`, `REACH_CUT_OPS`), the
 shared-scale spread that is reported (`SHARED_SCALE_MAX_RATIO`), and the multi-node patterns
 the lowering emits as one TFLite op (`FUSED_PATTERNS`, matched in `bridge.quantize.patterns`),
 whose internal tensors get no QDQ.
@@ -205,10 +207,24 @@ _RULES: tuple[OpRule, ...] = (
     _float("Neg", "no int8 NEG kernel known to the lowering (bridge.lower.int8_kernels)"),
 )
 
-#: A Softmax input's range is cut to [hi − SOFTMAX_INPUT_SPAN, hi]: exp(−20) ≈ 2e-9 is far
-#: below the output step of 1/256, so nothing lower can change a quantized softmax output, and an
-#: additive attention mask (−10000) would otherwise take all the levels (scale ≈ 39).
+#: Softmax is shift-invariant per row: a value SOFTMAX_INPUT_SPAN below its row's maximum weighs
+#: exp(−20) ≈ 2e-9, far below the output step of 1/256. So the scores an additive attention mask
+#: (−10000) pushes far below the real ones (an empty gap wider than this in the calibration
+#: histogram) are dropped from a Softmax input's range, which reaches this far below the lowest
+#: real score: masked keys clip to its bottom and still weigh nothing in every row
+#: (`bridge.quantize.qdq.softmax_input_range`). Measured on all-MiniLM-L6-v2: the mask would take
+#: all the levels (scale ≈ 39); cutting to [global max − 20, max] instead flattened the rows
+#: whose maximum is far below the global one (median row max 2-5 against 14-45): QDQ ⇄ float
+#: 4.8 → 9.4 dB on the embedding.
 SOFTMAX_INPUT_SPAN = 20.0
+#: An input of these ops keeps only the values that can reach the output's range: with the output
+#: quantized to [L, H] and the other input in [lo_a, hi_a], b below L − hi_a or above H − lo_a
+#: saturates the output either way (`bridge.quantize.qdq`, applied when every reader of b is a
+#: quantized Add). Besides the levels it frees, LiteRT's builtin int8 ADD needs it: its
+#: optimized kernel narrows the rescaled sum to int16, which wraps once |b| / s_out ≥ 32768.
+#: Measured on all-MiniLM-L6-v2: the −10000 attention mask against a softmax input of scale
+#: 0.23 came out +127 instead of −128 (every padded key attended); XNNPACK was right.
+REACH_CUT_OPS = ("Add",)
 #: A member of a shared-scale group (Concat, Max, Min and the moves around them) whose range is
 #: more than this many times narrower than the group's keeps fewer than 256 / 16 = 16 int8
 #: levels (4 bits, about 25 dB SQNR on it before any other error); the QDQ writer reports it in
@@ -225,8 +241,12 @@ SHARED_SCALE_MAX_RATIO = 16.0
 #: pre-LN transformer's residual stream, which only float LayerNorms and the next residual Add
 #: read, in float: per-tensor int8 there leaves the rows of small magnitude (ViT's class token,
 #: rms 0.03 in a ±6 stream) a few levels. Measured on vit_tiny: QDQ ⇄ float 13 → 29 dB.
+#: A GELU chain (fused pattern) counts too: its int8 kernel is a lookup table, the float one is
+#: as cheap, and behind it sits a weight-only linear layer (WEIGHT_ONLY_OPS) that reads float.
+#: Measured on all-MiniLM-L6-v2: QDQ ⇄ float 17.3 → 19.0 dB.
 FLOAT_ABSORBED_OPS = frozenset(
     {
+        "Gelu",
         "Add",
         "Sub",
         "Mul",
@@ -251,6 +271,32 @@ FLOAT_ABSORBED_OPS = frozenset(
         "Gather",
         "Identity",
     }
+)
+
+#: Weight-only linear layers: a MatMul/Gemm with a constant 2-D weight (and the bias Add fused
+#: into it) whose output only float nodes read (a transformer's FFN output, read by the float
+#: residual Add) and which per-tensor int8 cannot hold (its median magnitude spans fewer than
+#: WEIGHT_ONLY_MIN_LEVELS steps of the int8 grid over its calibrated range) runs in float32 on
+#: int8 weights that LiteRT dequantizes once at load: its int8 output would be dequantized at
+#: once anyway. BERT's residual stream has outlier channels: all-MiniLM-L6-v2's FFN output
+#: channel 99 reaches 195 against a median channel maximum of 1, so the int8 step, 0.77, exceeds
+#: the median value (0.25-0.8 steps in its 6 layers; its attention outputs 4-12 steps and the
+#: zoo's random-weight transformers ≥ 12 stay int8). Measured on all-MiniLM-L6-v2 (fortunes,
+#: mean embedding cosine to fp32): 0.943 → 0.991. A hybrid kernel (int8 weights, float in/out)
+#: would re-quantize the input per row, 20 dB away from the QDQ model; the float kernel
+#: computes exactly what the QDQ model does.
+WEIGHT_ONLY_OPS = frozenset({"MatMul", "Gemm"})
+#: A median value under 2 steps is rounded by a quarter of itself or more.
+WEIGHT_ONLY_MIN_LEVELS = 2.0
+#: Lookup tables: the constant 2-D table of a Gather that stays float (an embedding, read by a
+#: float Add and LayerNorm) is stored int8 with one symmetric scale per row and dequantized
+#: once at load, like the weight-only layers: the file holds a quarter of the bytes and every
+#: row keeps its own 8 bits. all-MiniLM-L6-v2's 30522 × 384 word embeddings: 47 → 12 MB.
+INT8_TABLE_OPS = frozenset({"Gather"})
+WEIGHT_ONLY_REASON = (
+    "linear layer read only by float ops (a residual Add) whose output per-tensor int8 cannot "
+    "hold (outlier channels): float32 arithmetic on int8 weights dequantized at load "
+    "(rules.WEIGHT_ONLY_OPS)"
 )
 
 

@@ -194,7 +194,8 @@ def minilm_real(
     """The all-MiniLM-L6-v2 encoder and fortunes by topic, for cosine and a linear probe.
 
     Each topic gives `per_topic` random fortunes: `train_per_topic` train the probe, the rest
-    are evaluated. Calibration texts are drawn from the probe-training part.
+    are evaluated, ordered one topic after another in turn (any prefix is balanced).
+    Calibration texts are drawn from the probe-training part.
 
     Raises:
         AssetMissingError: the PyPI packages or Debian's fortunes are not installed.
@@ -214,7 +215,10 @@ def minilm_real(
         train_idx += list(chosen[:train_per_topic])
         eval_idx += list(chosen[train_per_topic:])
     ids, mask = tokenize(texts)
-    train_idx, eval_idx = np.array(train_idx), np.array(eval_idx)
+    train_idx = np.array(train_idx)
+    # topic by topic in turn, so that the first n evaluation samples (an evaluation `limit`)
+    # hold every topic equally, not the first topics only
+    eval_idx = np.array(eval_idx).reshape(len(TOPICS), -1).T.ravel()
     calib_idx = rng.permutation(train_idx)[:calib_samples]
     data = Dataset(
         task="embed",

@@ -57,10 +57,4 @@ def target_id(t: Target) -> str:
 
 
 #: Targets not met yet, as strict expected failures (they must fail until fixed), with why.
-KNOWN_FAILURES = {
-    "minilm-int8": (
-        "int8 MiniLM: torch⇄QDQ reaches 4.7 dB (cosine 0.83) with the softmax-input cut; the "
-        "int8 TFLite then diverges from the QDQ model (−1.4 dB), so bridge refuses it with a "
-        "ParityError. LayerNorm/Div stay float; the remaining loss is in the int8 attention"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
