@@ -102,7 +102,9 @@ def convert(
             report.json / report.md. Written only once every file has passed its parity check.
         quantize: None (fp32), "fp16", "dynamic", "int8" or "int16x8".
         calibration: an iterable of input tuples (or .npy/.npz path, or image folder) for
-            "int8" and "int16x8".
+            "int8" and "int16x8". Other modes verify on its first `verify_samples` samples
+            instead of random inputs (give it for inputs random values don't fit, such as
+            token ids and attention masks).
         **options: see ConvertOptions.
 
     Raises:
@@ -137,6 +139,8 @@ def convert(
     if mode in QUANT_MODES or mode == "dynamic":
         with _timed(timings, "quantize"):
             qdq, calib_samples = _quantize(optimised, mode, calibration, opts)
+    if mode not in QUANT_MODES and calibration is not None:  # real samples to verify on
+        calib_samples = _first_samples(calibration, optimised.contract, opts.verify_samples)
     with _timed(timings, "lower"):
         lowered = _lower(qdq or optimised, mode, opts)
 
@@ -276,6 +280,18 @@ def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: 
                 2 * n,
             )
         yield from head
+
+
+def _first_samples(calibration: Any, contract: IOContract, n: int) -> list[dict[str, np.ndarray]]:
+    """The first `n` samples of `calibration` as checked feeds."""
+    from bridge.quantize.calibrate import load_calibration, sample_feeds
+
+    feeds: list[dict[str, np.ndarray]] = []
+    for index, sample in enumerate(load_calibration(calibration, contract)):
+        if index >= n:
+            break
+        feeds.append(sample_feeds(sample, contract, index))
+    return feeds
 
 
 def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:

@@ -4,7 +4,11 @@
     .venv/bin/python tools/eval_accuracy.py --models fashion_mnist --modes fp32 int8
 
 Prints a table (model, mode, torch, ORT, TFLite, drop in points, .tflite size) and writes
-tools/results/accuracy.json. Needs the assets of `bash ci/assets.sh`; touches no network.
+tools/results/accuracy.json: the rows measured now replace the rows of the same model and mode
+already there, other rows are kept (`--fresh` drops them). Needs the assets of
+`bash ci/assets.sh`; touches no network. int8 and int16x8 calibrate on each model's own
+calibration split (`Dataset.calibration`, disjoint from the evaluation samples; convert()
+holds out its first 3 samples for verification).
 Metric: top-1 % (EfficientNet: on labelled photo crops; "agree" is the % of samples whose top-1
 equals torch's); for MiniLM the linear-probe top-1 % and the embedding cosine to torch fp32.
 """
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("eval_accuracy")
 
-MODES = ("fp32", "fp16", "dynamic", "int8")
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 MODELS = ("digits_mnist", "digits_opencv", "fashion_mnist", "efficientnet_lite0", "minilm")
 # Evaluation samples per model by default: batch-1 loops stay within minutes on 2 cores.
 LIMITS = {"efficientnet_lite0": 90, "minilm": 400}
@@ -51,12 +55,38 @@ def main(argv: list[str] | None = None) -> int:
             row = _evaluate(name, mode, work, limit=args.limit or LIMITS.get(name))
             rows.append(row.to_dict())
             print(_line(row.to_dict()), flush=True)
+    kept = [] if args.fresh else previous_rows(args.out)
+    rows = merge_rows(kept, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"environment": _environment(), "rows": rows}, indent=1))
     print()
     print(render_table(rows))
     print(f"\nwrote {args.out}")
     return 1 if any(r["error"] for r in rows) else 0
+
+
+def previous_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of an earlier results file (none if it is missing or unreadable)."""
+    try:
+        return list(json.loads(path.read_text())["rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def merge_rows(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`old` with each row of the same (model, mode) as a `new` row replaced by it, ordered by
+    MODELS and then MODES (others last, in their order)."""
+    by_key = {(r["model"], r["mode"]): r for r in old}
+    by_key.update({(r["model"], r["mode"]): r for r in new})
+
+    def rank(key: tuple[str, str]) -> tuple[int, int]:
+        model, mode = key
+        return (
+            MODELS.index(model) if model in MODELS else len(MODELS),
+            MODES.index(mode) if mode in MODES else len(MODES),
+        )
+
+    return [by_key[k] for k in sorted(by_key, key=rank)]
 
 
 def _evaluate(name: str, mode: str, work: Path, *, limit: int | None) -> Row:
@@ -76,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=list(MODES))
     p.add_argument("--limit", type=int, default=None, help="evaluation samples per model")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--fresh", action="store_true", help="drop the rows already in --out")
     p.add_argument("--work", help="folder for conversions and torch outputs (default: the cache)")
     p.add_argument("-v", "--verbose", action="store_true")
     return p

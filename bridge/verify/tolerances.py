@@ -87,18 +87,6 @@ OVERRIDES: dict[tuple[str, str, str], tuple[float, str]] = {
         "⇄ its float QDQ run 18.9 dB); embedding cosine to fp32 0.9935, probe top-1 73.5 % vs "
         "74.5 %",
     ),
-    **{
-        ("minilm", "dynamic", pair): (
-            18.0,
-            "dynamic mode verifies on the example text plus 3 random feeds, whose token ids "
-            "are 0-9 and attention-mask values 0-9 (not 0/1), inputs BERT never sees: there the "
-            "hybrid FULLY_CONNECTED kernels' per-row int8 inputs give 17.5-18.6 dB per sample "
-            "(19.1 dB overall), while on 100 real fortunes they give 26.2 dB (embedding cosine "
-            "mean 0.9988, min 0.9975) and 27.6 dB on the example text; remove once dynamic mode "
-            "verifies on real samples",
-        )
-        for pair in ("ort_vs_tflite", "torch_vs_tflite")
-    },
 }
 
 

@@ -3,9 +3,18 @@
 A smoke test of a real ImageNet model: nine photos from opencv-doc's examples/data whose subject
 ImageNet names (a fox squirrel, an orange, a football, ...), ten crops each (the centre and four
 corners of the image resized to 256, and their mirror images), scored against the sets of
-accepted classes below. Other photos of the same folder calibrate. Inputs are RGB in [-1, 1]
-(mean 0.5, std 0.5, as TF's EfficientNet-Lite), NCHW (N, 3, 224, 224). The model has 17
-SAME-padding Pad ops (its Conv2dStaticSamePadding layers) and ReLU6 activations.
+accepted classes below. Inputs are RGB in [-1, 1] (mean 0.5, std 0.5, as TF's
+EfficientNet-Lite), NCHW (N, 3, 224, 224). The model has 17 SAME-padding Pad ops (its
+Conv2dStaticSamePadding layers) and ReLU6 activations.
+
+Calibration uses twenty other colour photos of the same folder (CALIBRATION_PHOTOS), augmented
+the same way (ten crops each, 200 in all). Only photos: the folder's grey chessboards, logos,
+drawings and 3-D renders drive the network where photos never take it, and the first three
+calibration samples are what convert() verifies on. Measured (int8, histogram observer, 61
+samples): calibrated and verified on the first 32 other files of the folder (renders,
+chessboards, logos), logits SQNR against torch is 14.1 dB on those renders (refused: floor
+15 dB) and 19.8 dB on the 90 labelled crops; calibrated on the photos, 20.0 dB on the crops
+and 20.1 dB on the held-out photo crops convert() verifies on.
 """
 
 from __future__ import annotations
@@ -36,15 +45,28 @@ PHOTOS: dict[str, tuple[str, ...]] = {
     "chicky_512.png": ("Pekinese", "Shih-Tzu", "Japanese spaniel", "Lhasa", "Tibetan terrier"),
     "home.jpg": ("palace", "mosque", "monastery", "bell cote"),
 }
-NOT_PHOTOS = ("digits.png",)  # a sheet of tiny digits: no use for calibration
+# Colour photos of the folder that show none of PHOTOS' subjects: aerial views, a plant, a
+# circuit board, buildings and streets, graffiti, a notebook, books, a car, toys, sweets, a
+# desk, and one painting.
+CALIBRATION_PHOTOS = (
+    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "aloeR.jpg", "board.jpg", "building.jpg",
+    "ela_original.jpg", "ela_modified.jpg", "graf1.png", "graf3.png", "left.jpg", "right.jpg",
+    "leuvenA.jpg", "leuvenB.jpg", "licenseplate_motion.jpg", "rubberwhale1.png",
+    "rubberwhale2.png", "smarties.png", "stuff.jpg", "starry_night.jpg",
+)  # fmt: skip
 
 
 def efficientnet_lite0_real(*, calib_samples: int = 64) -> RealModel:
     """EfficientNet-Lite0 with its ImageNet weights, 90 labelled crops and photo calibration.
 
+    Args:
+        calib_samples: calibration crops, taken crop position by crop position (the centres of
+            all twenty photos first, then their top-left corners, ...), so that any number
+            spans many photos. At most 200.
+
     Raises:
         AssetMissingError: the PyPI packages or opencv-doc are not installed.
-        ConfigError: more calibration samples are asked for than the photos give (2 each).
+        ConfigError: more calibration samples are asked for than the photos give.
     """
     model = load_model()
     names = class_names()
@@ -55,19 +77,8 @@ def efficientnet_lite0_real(*, calib_samples: int = 64) -> RealModel:
         for crop in ten_crops(image):
             crops.append(crop)
             labels.append(frozenset(index[a] for a in accepted))
-    others = sorted(
-        p
-        for p in assets.OPENCV_DATA.iterdir()
-        if p.suffix in (".jpg", ".png") and p.name not in PHOTOS and p.name not in NOT_PHOTOS
-    )
-    if calib_samples > 2 * len(others):
-        raise ConfigError(f"{len(others)} calibration photos give at most {2 * len(others)} crops")
-    calib = []
-    for p in others[: (calib_samples + 1) // 2]:
-        centre = ten_crops(_image(p))[0]
-        calib += [centre, centre[:, :, ::-1]]
     x_eval = np.stack(crops).astype(np.float32)
-    x_cal = np.ascontiguousarray(np.stack(calib[:calib_samples]), dtype=np.float32)
+    x_cal = calibration_crops(calib_samples)
     data = Dataset(
         task="classify",
         calibration=(x_cal,),
@@ -77,6 +88,21 @@ def efficientnet_lite0_real(*, calib_samples: int = 64) -> RealModel:
         source="opencv-doc photos (10 crops each)",
     )
     return RealModel(model, (torch.from_numpy(x_eval[:1].copy()),), data)
+
+
+def calibration_crops(n: int) -> np.ndarray:
+    """The first `n` ten-crops of CALIBRATION_PHOTOS, position by position: (n, 3, 224, 224).
+
+    Raises:
+        ConfigError: `n` is not in [1, 10 · len(CALIBRATION_PHOTOS)].
+    """
+    most = 10 * len(CALIBRATION_PHOTOS)
+    if not 1 <= n <= most:
+        raise ConfigError(f"calib_samples must be in [1, {most}] (ten crops of each photo)")
+    photos = CALIBRATION_PHOTOS[: min(n, len(CALIBRATION_PHOTOS))]
+    per_photo = [ten_crops(_image(assets.OPENCV_DATA / p)) for p in photos]
+    by_position = [crops[k] for k in range(10) for crops in per_photo]
+    return np.ascontiguousarray(np.stack(by_position[:n]), dtype=np.float32)
 
 
 def load_model() -> torch.nn.Module:

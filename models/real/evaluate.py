@@ -238,7 +238,7 @@ class Evaluator:
                 self.real.example_inputs,
                 out_dir,
                 quantize=None if mode == "fp32" else mode,
-                calibration=data.calibration_samples() if mode in ("int8", "int16x8") else None,
+                calibration=data.calibration_samples(),  # other modes verify on it
                 overwrite=True,
                 model_name=self.name,
                 **kwargs,

@@ -33,6 +33,19 @@ DYNAMIC = (
     "held to the int8 target"
 )
 MINILM_FP16 = "the issue's target: fp16 changes no probe prediction"
+EFFICIENTNET_INT8 = (
+    "int8 of a trained ImageNet net costs ~0.5-1 pt of top-1 in TFLite; on 90 crops one crop is "
+    "1.1 pt, so at most one crop may be lost; TF's own int8 converter (onnx2tf tf_converter, "
+    "same photo calibration) keeps its top-1 at 95.56 and agrees with torch on 97.8 % of crops"
+)
+EFFICIENTNET_DYNAMIC = (
+    "int8 weights rounded to nearest without calibration data (21.5 dB against torch) move 4 "
+    "of 90 near-tie crops to another class (agreement 95.6 %) and lose none: at most one crop"
+)
+MINILM_DYNAMIC = (
+    "hybrid FULLY_CONNECTED kernels (int8 weights, per-row int8 inputs): measured cosine 0.9988 "
+    "on 400 fortunes and one probe flip in 400; one flip is 0.5 pt on the 200 tested"
+)
 MINILM_INT8 = "the issue's target: int8 embeddings keep a mean cosine ≥ 0.98 to fp32"
 
 TARGETS: tuple[Target, ...] = (
@@ -49,6 +62,10 @@ TARGETS: tuple[Target, ...] = (
     *(Target(m, "int8", INT8_SMALL, max_drop=0.3) for m in ("digits_mnist", "digits_opencv")),
     Target("fashion_mnist", "int8", INT8_SMALL, max_drop=0.3),
     Target("minilm", "int8", MINILM_INT8, min_cos=0.98),
+    Target("efficientnet_lite0", "dynamic", EFFICIENTNET_DYNAMIC, max_drop=1.2, min_agree=94.0),
+    Target("efficientnet_lite0", "int8", EFFICIENTNET_INT8, max_drop=1.2, min_agree=96.0),
+    Target("efficientnet_lite0", "int16x8", EFFICIENTNET_INT8, max_drop=1.2, min_agree=96.0),
+    Target("minilm", "dynamic", MINILM_DYNAMIC, max_drop=1.0, min_cos=0.995),
 )
 
 
@@ -57,4 +74,12 @@ def target_id(t: Target) -> str:
 
 
 #: Targets not met yet, as strict expected failures (they must fail until fixed), with why.
-KNOWN_FAILURES: dict[str, str] = {}
+KNOWN_FAILURES: dict[str, str] = {
+    "efficientnet_lite0-int16x8": (
+        "refused by the cross-fit check (bridge/quantize/crossfit.py): it rebuilds each fold's "
+        "QDQ model with nearest-rounded weights and no bias correction and compares it with the "
+        "float model, so for int16x8 it measures int8 weight rounding alone (18 dB in the worst "
+        "10 % of 4-crop batches; int16 activations add 0.0 dB) against the 25 dB torch ⇄ QDQ "
+        "floor, while the int16x8 model convert() builds (bias-corrected) reaches 26.9 dB"
+    ),
+}

@@ -97,3 +97,24 @@ def test_read_safetensors(tmp_path: Path) -> None:
     assert sorted(tensors) == ["a", "b"]
     np.testing.assert_array_equal(tensors["a"].numpy(), a)
     np.testing.assert_array_equal(tensors["b"].numpy(), b)
+
+
+def test_results_merge_replaces_same_model_and_mode(tmp_path: Path) -> None:
+    from tools.eval_accuracy import merge_rows, previous_rows
+
+    def row(model: str, mode: str, mb: float) -> dict:
+        return {"model": model, "mode": mode, "tflite_mb": mb}
+
+    old = [row("minilm", "fp32", 1.0), row("digits_mnist", "int8", 2.0), row("x", "fp16", 3.0)]
+    new = [row("minilm", "fp32", 9.0), row("digits_mnist", "fp32", 4.0)]
+    merged = merge_rows(old, new)
+    assert [(r["model"], r["mode"], r["tflite_mb"]) for r in merged] == [
+        ("digits_mnist", "fp32", 4.0),
+        ("digits_mnist", "int8", 2.0),
+        ("minilm", "fp32", 9.0),
+        ("x", "fp16", 3.0),  # unknown models keep their place after the known ones
+    ]
+    path = tmp_path / "accuracy.json"
+    assert previous_rows(path) == []
+    path.write_text(json.dumps({"rows": old}))
+    assert previous_rows(path) == old

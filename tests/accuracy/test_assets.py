@@ -89,6 +89,22 @@ def test_efficientnet_lite0() -> None:
     assert _top1(model, data.evaluation[0], data.labels) >= FLOOR["efficientnet"]
 
 
+def test_efficientnet_calibration_is_other_photos_crop_by_crop() -> None:
+    from bridge.errors import ConfigError
+    from models.real.efficientnet import CALIBRATION_PHOTOS, PHOTOS, calibration_crops
+
+    assert not set(CALIBRATION_PHOTOS) & set(PHOTOS)
+    n = len(CALIBRATION_PHOTOS)
+    crops = calibration_crops(n + 2)
+    assert crops.shape == (n + 2, 3, 224, 224) and crops.dtype == np.float32
+    # the first n are the centres of n different photos, then the next crop position begins
+    assert len({c.tobytes() for c in crops[:n]}) == n
+    np.testing.assert_array_equal(calibration_crops(1)[0], crops[0])
+    assert crops.min() >= -1.0 and crops.max() <= 1.0
+    with pytest.raises(ConfigError):
+        calibration_crops(10 * n + 1)
+
+
 def test_minilm_matches_sentence_transformers() -> None:
     """0.7553 is all-MiniLM-L6-v2's cosine for this pair (sentence-transformers' own number,
     and transformers' BertModel with mean pooling gave the same to 2e-7 here)."""
@@ -115,6 +131,9 @@ def test_minilm_probe() -> None:
     assert [t.shape for t in example] == [(1, 64), (1, 64)]
     assert data.train is not None and data.train_labels is not None
     assert _disjoint(np.hstack(data.train), np.hstack(data.evaluation))
+    # an evaluation limit keeps the topics balanced: every prefix cycles through them
+    assert np.bincount(data.labels[:30], minlength=10).tolist() == [3] * 10
+    assert np.bincount(data.train_labels, minlength=10).tolist() == [40] * 10
     with torch.inference_mode():
         train = model(*(torch.from_numpy(a) for a in data.train)).numpy()
         test = model(ids_t := torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
