@@ -54,6 +54,8 @@ class ConvertOptions:
     observer_options: Mapping[str, Any] = field(default_factory=dict)
     io_dtype: str = "float32"
     weight_rounding: str = "nearest"
+    bias_correction: bool = True
+    equalize: bool = False
     overwrite: bool = False
     verify_samples: int = 3
     seed: int = 0
@@ -239,6 +241,8 @@ def _quantize(
         observer_options=dict(opts.observer_options),
         io_dtype=opts.io_dtype,
         weight_rounding=opts.weight_rounding,
+        bias_correction=opts.bias_correction,
+        equalize=opts.equalize,
     )
     kept: list[dict[str, np.ndarray]] = []
     data = None

@@ -101,6 +101,17 @@ def _parser() -> argparse.ArgumentParser:
         choices=["nearest", "gptq"],
         help="gptq: slower conversion, less weight rounding error",
     )
+    c.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="keep the biases as quantized (by default they absorb rounding's mean shift)",
+    )
+    c.add_argument(
+        "--equalize",
+        action="store_true",
+        help="cross-layer equalization before calibrating (exactly equivalent channel rescaling)",
+    )
     c.add_argument("--nhwc", action="store_true", help="NHWC image inputs and outputs")
     c.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     c.add_argument("--opset", type=int, default=17)
@@ -144,6 +155,8 @@ def _convert(args: argparse.Namespace) -> int:
         "observer": args.observer,
         "io_dtype": args.io_dtype,
         "weight_rounding": args.weight_rounding,
+        "bias_correction": args.bias_correction,
+        "equalize": args.equalize,
     }
     if names:
         options["input_names"] = names

@@ -5,6 +5,12 @@ Per model: size, median LiteRT latency at 1 and 2 threads, SQNR vs torch on held
 conversion time, and bridge/anchor ratios against the targets (size ≤ 1.0×, latency ≤ 0.95×,
 SQNR ≥ anchor + 3 dB, conversion time ≤ 0.25×). Writes tools/results/bench_quant.json.
 
+Latency is measured for both files in alternation (`paired_latency_ms`), 4·`--runs` invokes
+each. Like for like: bridge takes its image inputs NHWC here (`nhwc_inputs=True`), as the anchor's
+file does, so neither pays an input TRANSPOSE the other lacks. SQNR is over `--eval` held-out
+samples (32 by default: on random-weight CNNs the quantization error is correlated across the
+1000 logits of one sample, so a handful of samples leaves the dB figure uncertain by ±0.5).
+
     python tools/bench_quant.py [--models mobilenet_v2] [--observer histogram] [--calib 32]
 """
 
@@ -53,6 +59,8 @@ def bench(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         quantize="int8",
         calibration=[tuple(c[n] for n in contract.input_names) for c in calib],
         observer=args.observer,
+        weight_rounding=args.weight_rounding,
+        nhwc_inputs=args.nhwc,
         overwrite=True,
         **opts,
     )
@@ -70,7 +78,41 @@ def bench(name: str, args: argparse.Namespace, work: Path) -> list[dict]:
         if isinstance(blob, bytes)
         else {"error": blob}
     )
+    if isinstance(blob, bytes) and "error" not in row and "error" not in theirs:
+        for threads in (1, 2):
+            pair = paired_latency_ms(ours.tflite_path.read_bytes(), blob, threads, args.runs)
+            row[f"latency_ms_{threads}t"], theirs[f"latency_ms_{threads}t"] = pair
     return [row, theirs]
+
+
+def paired_latency_ms(a: bytes, b: bytes, threads: int, runs: int) -> tuple[float, float]:
+    """Median invoke() time of two models measured in alternation (one invoke of each in turn),
+    so that a busy machine slows both alike instead of whichever happened to run second."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interps = []
+    for data in (a, b):
+        it = Interpreter(model_content=data, num_threads=threads)
+        it.allocate_tensors()
+        rng = np.random.default_rng(0)
+        for d in it.get_input_details():
+            kind = np.dtype(d["dtype"]).kind
+            x = (
+                rng.standard_normal(d["shape"])
+                if kind == "f"
+                else rng.integers(-10, 10, d["shape"])
+            )
+            it.set_tensor(d["index"], x.astype(d["dtype"]))
+        for _ in range(5):
+            it.invoke()
+        interps.append(it)
+    times: list[list[float]] = [[], []]
+    for _ in range(4 * runs):
+        for k, it in enumerate(interps):
+            t0 = time.perf_counter()
+            it.invoke()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def ratios(ours: dict, theirs: dict) -> dict:
@@ -97,7 +139,10 @@ def main() -> None:
     p.add_argument("--observer", default="histogram")
     p.add_argument("--weight-rounding", default="nearest", choices=["nearest", "gptq"])
     p.add_argument("--calib", type=int, default=32, help="calibration samples")
-    p.add_argument("--eval", type=int, default=8, help="held-out evaluation samples")
+    p.add_argument("--eval", type=int, default=32, help="held-out evaluation samples")
+    p.add_argument(
+        "--nchw", dest="nhwc", action="store_false", help="keep bridge's image inputs NCHW"
+    )
     p.add_argument("--runs", type=int, default=50, help="timed invokes per latency")
     args = p.parse_args()
     rows: list[dict] = []
@@ -118,7 +163,9 @@ def main() -> None:
         {
             "observer": args.observer,
             "weight_rounding": args.weight_rounding,
+            "nhwc_inputs": args.nhwc,
             "calibration": args.calib,
+            "evaluation": args.eval,
             "rows": rows,
             "ratios": rat,
             "targets": TARGETS,

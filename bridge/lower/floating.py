@@ -26,6 +26,7 @@ from bridge.lower import (
     graph_edit,
     io_contract,
     layout,
+    output_order,
     tflite_io,
     transposes,
     unsupported,
@@ -93,6 +94,7 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         log.info("transposed channel-last outputs back to the contract's layout: %s", fixed)
     if permuted := layout.restore_permuted_outputs(model, contract):
         log.info("transposed outputs onnx2tf returned permuted back: %s", permuted)
+    output_order.resolve_hidden_layouts(model, artifact.model, contract)
     io_contract.check_io(model, contract, source=artifact.model)
     target = contract
     if nhwc:

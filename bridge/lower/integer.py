@@ -27,6 +27,7 @@ from bridge.lower import (
     int8_fuse,
     int8_linear,
     int8_match,
+    int8_pad,
     int8_rewrite,
     int8_weight_only,
     tflite_io,
@@ -133,6 +134,7 @@ def integerize(
     folded = int8_fuse.fold_transposes_into_reductions(graph, plan.integer_ops)
     quantized = sum(id(op) in plan.integer_ops for op in graph.ops)
     rewrite = int8_rewrite.materialize(graph, plan, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
+    pads = int8_pad.plain_pads(graph, plan.integer_ops) if act_dtype == "int8" else 0
     weight_only = int8_weight_only.store_int8_weights(
         graph, plan, ConstantWriter(graph, qdq, act_dtype=act_dtype)
     )
@@ -155,6 +157,7 @@ def integerize(
         "fused_activations": fused,
         "matmuls_as_fully_connected": linearized,
         "transposes_folded": folded,
+        "padv2_as_pad": pads,
         "conversions": rewrite.conversions,
         "computed_qparams": rewrite.computed_qparams,
         "rescaled_weights": rewrite.rescaled_weights,

@@ -120,13 +120,20 @@ def restore_permuted_outputs(model: Any, contract: Any) -> dict[str, list[int]]:
         perm = output_perm([int(d) for d in sg.tensors[idx].shape], list(spec.concrete_shape()))
         if perm is None:
             continue
-        inner = _rename_inner(sg, idx, "__onnx2tf_layout")
-        outer = _permuted_copy(model, idx, spec.name, perm)
-        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
-        sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
+        transpose_output(model, idx, spec.name, perm)
         fixed[spec.name] = perm
     _retarget_signatures(model)
     return fixed
+
+
+def transpose_output(model: Any, idx: int, name: str, perm: list[int]) -> None:
+    """Make graph output tensor `idx` (named `name`) a TRANSPOSE by `perm` of what it held."""
+    sg = model.subgraphs[0]
+    inner = _rename_inner(sg, idx, "__onnx2tf_layout")
+    outer = _permuted_copy(model, idx, name, perm)
+    sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+    sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
+    _retarget_signatures(model)
 
 
 def output_perm(got: Sequence[int], want: Sequence[int]) -> list[int] | None:

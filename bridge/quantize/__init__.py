@@ -18,6 +18,7 @@ from bridge.quantize.calibrate import calibrate, load_calibration
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import OBSERVERS, Observer
 from bridge.quantize.qdq import quantize_model, weight_moments
+from bridge.quantize.refine import finish, prepare
 from bridge.quantize.rules import RULES, OpRule, rule_for
 
 __all__ = [
@@ -61,10 +62,14 @@ def quantize(
             )
         if isinstance(calibration, str | os.PathLike):
             calibration = load_calibration(calibration, artifact.contract)
+        prepared = prepare(artifact, calibration, config)
+        artifact, calibration = prepared.artifact, prepared.calibration
         if config.weight_rounding == "gptq":
             moments = weight_moments(artifact.model, config)
         observers = calibrate(artifact, calibration, config, moments=moments)
     result = quantize_model(artifact, observers, config, moments=moments)
+    if config.activation_dtype is not None:
+        result = finish(result, prepared, config)
     try:
         onnx.checker.check_model(result.model)
     except onnx.checker.ValidationError as e:

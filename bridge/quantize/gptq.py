@@ -10,14 +10,19 @@ remain exactly representable (integers × scale), as TFLite needs.
 
 H is kept block-diagonal (blocks of `BLOCK` input columns, the taps of whole input channels)
 so that collecting it and the Cholesky factorisations stay cheap (O(d·b²) instead of O(d³));
-a small damping λ = `DAMP`·mean(diag H) keeps the blocks positive definite.
+a small damping λ = `DAMP`·mean(diag H) keeps the blocks positive definite. H is estimated
+from `ROWS_PER_SAMPLE` random rows (conv patches gathered directly, never a full im2col) of
+each calibration sample, up to `MAX_ROWS` per layer, so its cost does not grow with the image
+size or the number of samples.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -29,8 +34,12 @@ log = logging.getLogger(__name__)
 BLOCK = 256
 #: Damping added to the diagonal of H, relative to its mean.
 DAMP = 0.01
-#: Rows (im2col positions) of one sample used per layer; more are subsampled evenly.
-MAX_ROWS = 1024
+#: Rows (im2col patches or matrix rows) drawn at random from one sample, per layer.
+ROWS_PER_SAMPLE = 128
+#: A layer stops collecting rows once it has this many (H needs a few times BLOCK).
+MAX_ROWS = 4096
+#: Seed of the row sampling (the result is deterministic).
+SEED = 0
 #: Columns quantized between two matrix updates of the remaining ones (GPTQ's lazy batches).
 LAZY = 32
 
@@ -67,6 +76,7 @@ class InputMoments:
                 self.layers[weight] = layer
         self._sums: dict[str, np.ndarray] = {}
         self._rows: dict[str, int] = {}
+        self._rng = np.random.default_rng(SEED)
 
     @property
     def sources(self) -> list[str]:
@@ -75,22 +85,26 @@ class InputMoments:
 
     def update(self, values: Mapping[str, np.ndarray]) -> None:
         """Add one sample's layer inputs (a map holding the `sources` tensors)."""
-        import torch
+        with one_thread() as torch:
+            for weight, layer in self.layers.items():
+                self._update(weight, layer, values, torch)
 
-        for weight, layer in self.layers.items():
-            x = values.get(layer.source)
-            if x is None or np.asarray(x).dtype.kind != "f":
-                continue
-            cols = _columns(torch.from_numpy(np.asarray(x, np.float32)), layer)
-            if cols is None:
-                continue
-            blocks = _blocks(cols, layer)  # (G·nb, rows, b)
-            h = (blocks.transpose(1, 2) @ blocks).numpy().astype(np.float64)
-            if weight in self._sums:
-                self._sums[weight] += h
-            else:
-                self._sums[weight] = h
-            self._rows[weight] = self._rows.get(weight, 0) + cols.shape[1]
+    def _update(self, weight: str, layer: _Layer, values: Mapping[str, np.ndarray], torch) -> None:
+        if self._rows.get(weight, 0) >= MAX_ROWS:
+            return
+        x = values.get(layer.source)
+        if x is None or np.asarray(x).dtype.kind != "f":
+            return
+        cols = _rows(np.asarray(x, np.float32), layer, self._rng)
+        if cols is None:
+            return
+        blocks = torch.from_numpy(_blocks(cols, layer))  # (G·nb, rows, b)
+        h = torch.bmm(blocks.transpose(1, 2), blocks).numpy().astype(np.float64)
+        if weight in self._sums:
+            self._sums[weight] += h
+        else:
+            self._sums[weight] = h
+        self._rows[weight] = self._rows.get(weight, 0) + cols.shape[1]
 
     def hessian(self, weight: str) -> np.ndarray | None:
         """Diagonal blocks of E[x xᵀ], shape (groups·blocks, b, b), or None if never seen."""
@@ -130,32 +144,54 @@ def gptq_levels(w: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
     Returns:
         levels (batch, rows, d) as float64 integers.
     """
-    import torch
-
-    wt = torch.from_numpy(np.array(w, np.float64))
-    ht = torch.from_numpy(np.array(h, np.float64))
-    st = torch.from_numpy(np.asarray(scale, np.float64))
-    diag = torch.diagonal(ht, dim1=1, dim2=2)
+    w = np.array(w, np.float64)
+    h = np.array(h, np.float64)
+    s = np.asarray(scale, np.float64)
+    d = w.shape[2]
+    idx = np.arange(d)
+    diag = h[:, idx, idx]
     dead = diag <= 0
-    diag += DAMP * diag.clamp(min=0).mean(dim=1, keepdim=True)
-    diag[dead] = 1.0
-    hinv = torch.cholesky_inverse(torch.linalg.cholesky(ht))
-    u = torch.linalg.cholesky(hinv, upper=True)
-    q = torch.zeros_like(wt)
-    d = wt.shape[2]
+    diag = diag + DAMP * np.clip(diag, 0, None).mean(axis=1, keepdims=True)
+    h[:, idx, idx] = np.where(dead, 1.0, diag)
+    with one_thread() as torch:  # small batched matrices: more threads only contend
+        hinv = torch.cholesky_inverse(torch.linalg.cholesky(torch.from_numpy(h)))
+        u = torch.linalg.cholesky(hinv, upper=True).numpy()  # H⁻¹ = UᵀU
+        return _gptq_loop(w, s, u, torch)
+
+
+def _gptq_loop(w: np.ndarray, s: np.ndarray, u: np.ndarray, torch: Any) -> np.ndarray:
+    """GPTQ's column loop on (batch, rows, d) weights given the upper factor U of H⁻¹."""
+    d = w.shape[2]
+    q = np.zeros_like(w)
     for i1 in range(0, d, LAZY):  # updates inside LAZY columns, then one matmul for the rest
         i2 = min(i1 + LAZY, d)
-        part = wt[:, :, i1:i2].clone()
-        errs = torch.zeros_like(part)
+        part = w[:, :, i1:i2].copy()
+        errs = np.zeros_like(part)
         for i in range(i2 - i1):
             col = part[:, :, i]
-            level = torch.clamp(torch.round(col / st), -127, 127)
+            level = np.clip(np.rint(col / s), -127, 127)
             q[:, :, i1 + i] = level
-            err = (col - level * st) / u[:, i1 + i, i1 + i][:, None]
-            part[:, :, i + 1 :] -= err[:, :, None] * u[:, i1 + i, i1 + i + 1 : i2][:, None, :]
+            err = (col - level * s) / u[:, i1 + i, i1 + i][:, None]
+            part[:, :, i + 1 :] -= err[:, :, None] * u[:, None, i1 + i, i1 + i + 1 : i2]
             errs[:, :, i] = err
-        wt[:, :, i2:] -= errs @ u[:, i1:i2, i2:]
-    return q.numpy()
+        if i2 < d:
+            tail = torch.bmm(torch.from_numpy(errs), torch.from_numpy(u[:, i1:i2, i2:].copy()))
+            w[:, :, i2:] -= tail.numpy()
+    return q
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[Any]:
+    """torch, limited to one intra-op thread inside the block (restored after): the batched
+    matrices here are small, and on a busy machine extra threads only wait for each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield torch
+    finally:
+        torch.set_num_threads(before)
 
 
 def _attrs(node: onnx.NodeProto) -> dict:
@@ -180,56 +216,53 @@ def _layer(node: onnx.NodeProto, weight: str, shape: tuple[int, ...]) -> _Layer 
     return None
 
 
-def _columns(x, layer: _Layer):  # torch tensors in and out
-    """Input rows (G, rows, d) as the layer's weight matrix sees them."""
-    import torch.nn.functional as F
-
-    node = layer.node
-    if node.op_type == "Conv":
-        if x.ndim != 4:
+def _rows(x: np.ndarray, layer: _Layer, rng: np.random.Generator) -> np.ndarray | None:
+    """Up to `ROWS_PER_SAMPLE` random input rows (G, rows, d) as the weight matrix sees them."""
+    if layer.node.op_type != "Conv":
+        flat = x.reshape(-1, x.shape[-1])
+        if flat.shape[1] != layer.width:
             return None
-        a = _attrs(node)
-        if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-            return None
-        kh, kw = a.get("kernel_shape") or _kernel(layer)
-        p = list(a.get("pads", [0, 0, 0, 0]))
-        padding = (p[0], p[1])
-        if (p[0], p[1]) != (p[2], p[3]):
-            x, padding = F.pad(x, (p[1], p[3], p[0], p[2])), (0, 0)
-        cols = F.unfold(
-            x,
-            (kh, kw),
-            padding=padding,
-            dilation=tuple(a.get("dilations", [1, 1])),
-            stride=tuple(a.get("strides", [1, 1])),
-        )  # (N, C·kh·kw, L)
-        g = layer.groups
-        cols = cols.reshape(cols.shape[0], g, layer.width, -1).permute(1, 0, 3, 2)
-        cols = cols.reshape(g, -1, layer.width)
-    else:
-        cols = x.reshape(1, -1, x.shape[-1])
-        if cols.shape[2] != layer.width:
-            return None
-    rows = cols.shape[1]
-    if rows > MAX_ROWS:
-        cols = cols[:, np.linspace(0, rows - 1, MAX_ROWS).astype(np.int64)]
-    return cols
+        pick = _pick(flat.shape[0], rng)
+        return flat[pick][None]
+    if x.ndim != 4:
+        return None
+    a = _attrs(layer.node)
+    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "kernel_shape" not in a:
+        return None
+    kh, kw = a["kernel_shape"]
+    t, left, bottom, right = list(a.get("pads", [0, 0, 0, 0]))
+    sh, sw = a.get("strides", [1, 1])
+    dh, dw = a.get("dilations", [1, 1])
+    xp = np.pad(x, ((0, 0), (0, 0), (t, bottom), (left, right))) if t + left + bottom + right else x
+    n, c, hp, wp = xp.shape
+    ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
+    if ho < 1 or wo < 1 or c * kh * kw != layer.groups * layer.width:
+        return None
+    pick = _pick(n * ho * wo, rng)
+    b, rest = np.divmod(pick, ho * wo)
+    oh, ow = np.divmod(rest, wo)
+    rows = oh[:, None] * sh + np.arange(kh)[None, :] * dh  # (R, kh)
+    cols = ow[:, None] * sw + np.arange(kw)[None, :] * dw  # (R, kw)
+    patches = xp[b[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # (R, kh, kw, C)
+    patches = patches.transpose(0, 3, 1, 2).reshape(len(pick), layer.groups, layer.width)
+    return np.ascontiguousarray(patches.transpose(1, 0, 2))
 
 
-def _kernel(layer: _Layer) -> tuple[int, int]:
-    raise ValueError(f"Conv {layer.node.name!r} has no kernel_shape")
+def _pick(total: int, rng: np.random.Generator) -> np.ndarray:
+    """Sorted row indices: all of them, or `ROWS_PER_SAMPLE` drawn without replacement."""
+    if total <= ROWS_PER_SAMPLE:
+        return np.arange(total)
+    return np.sort(rng.choice(total, ROWS_PER_SAMPLE, replace=False))
 
 
-def _blocks(cols, layer: _Layer):
+def _blocks(cols: np.ndarray, layer: _Layer) -> np.ndarray:
     """(G, rows, d) → (G·nb, rows, b), zero-padded to whole blocks."""
-    import torch.nn.functional as F
-
     g, rows, d = cols.shape
     b = layer.block
     nb = -(-d // b)
     if nb * b != d:
-        cols = F.pad(cols, (0, nb * b - d))
-    return cols.reshape(g, rows, nb, b).permute(0, 2, 1, 3).reshape(g * nb, rows, b)
+        cols = np.pad(cols, ((0, 0), (0, 0), (0, nb * b - d)))
+    return cols.reshape(g, rows, nb, b).transpose(0, 2, 1, 3).reshape(g * nb, rows, b)
 
 
 def _as_matrix(w: np.ndarray, layer: _Layer) -> np.ndarray:
