@@ -1,7 +1,8 @@
 """Calibration: run ONNX Runtime on the float graph and feed every activation to its observer.
 
 Samples stream one at a time (an iterator is consumed lazily, never listed), so memory depends
-on the model and the observers, not on the number of samples.
+on the model and the observers, not on the number of samples (besides the at most
+2·`crossfit.FOLD_SAMPLES` samples the cross-fit check keeps: see `bridge.quantize.crossfit`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,11 @@ from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import BridgeError, CalibrationError, ConfigError, ShapeError
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.crossfit import CrossFit
 from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import build_plan
+from bridge.quantize.tails import OutputEnergy
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,7 @@ def calibrate(
     config: QuantConfig,
     *,
     moments: InputMoments | None = None,
+    crossfit: bool = True,
 ) -> dict[str, Observer]:
     """Observe every activation the plan quantizes over the calibration samples.
 
@@ -44,13 +48,17 @@ def calibrate(
         data: samples, each a tuple of arrays in contract order or a {input name: array} map.
         config: the quantization config (observer choice, `num_samples`).
         moments: also accumulates the weights' input moments (for GPTQ rounding) when given.
+        crossfit: check that ranges from half of the samples hold on the other half
+            (`bridge.quantize.crossfit`; needs 32 samples or more).
 
     Returns:
-        tensor name → observer, for the tensors that received float data.
+        tensor name → observer, for the tensors that received float data. Observers that leave
+        the tail extension to calibration get it when the outputs are concentrated across
+        samples (`bridge.quantize.tails.OutputEnergy`).
 
     Raises:
         CalibrationError: no samples, or a sample with a wrong shape, dtype or non-finite values
-            (the message names the sample index and the input).
+            (the message names the sample index and the input), or the cross-fit check failed.
     """
     if config.activation_dtype is None:
         raise ConfigError(f"mode {config.mode!r} needs no calibration")
@@ -60,6 +68,13 @@ def calibrate(
     plan = build_plan(artifact.model, config)
     inputs = set(contract.input_names)
     observers = {t: config.make_observer(t) for t in plan.activations}
+    folds = None
+    if crossfit:
+        folds = CrossFit(
+            lambda: {t: config.make_observer(t) for t in observers}, contract.output_names
+        )
+    energy = OutputEnergy()
+    float_outputs = [o.name for o in contract.outputs if np.dtype(o.dtype).kind == "f"]
     wanted = [*observers, *(moments.sources if moments is not None else ())]
     runner = OrtRunner(
         artifact.model,
@@ -83,6 +98,9 @@ def calibrate(
                 obs.update(value)
         if moments is not None:
             moments.update(values)
+        energy.update({o: values[o] for o in float_outputs if o in values})
+        if folds is not None:
+            folds.add(index, feeds, values)
         count += 1
     if count == 0:
         raise CalibrationError(
@@ -91,6 +109,13 @@ def calibrate(
         )
     _warn_nonfinite(observers)
     log.info("calibrated %d activation tensors on %d samples", len(observers), count)
+    horizon = energy.horizon()
+    log.info("outputs' energy concentration %.1f: tail horizon %g", energy.concentration(), horizon)
+    for obs in observers.values():
+        obs.choose_tail(horizon)
+    if folds is not None:
+        folds.choose_tail(horizon)
+        folds.check(artifact, config)
     return {t: o for t, o in observers.items() if o.count > 0}
 
 

@@ -17,7 +17,10 @@ Collecting statistics and deriving qparams are separate: every observer ends in 
   of fake-quantizing the histogram's bin centres with the target grid.
 
 A range always widens to include 0 in `affine_qparams`; every searched range is clipped to the
-observed [min, max]. Non-finite values are counted and skipped.
+observed [min, max]. A side that keeps the observed extreme can then be extended to where unseen
+data will reach, extrapolated from the per-update extremes (`bridge.quantize.tails`;
+`tail_horizon`; by default calibration chooses it from how concentrated the outputs are).
+Non-finite values are counted and skipped.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import numpy as np
 
 from bridge.errors import CalibrationError, ConfigError
 from bridge.quantize.qparams import affine_qparams, qrange
+from bridge.quantize.tails import Extremes, widen
 from bridge.registry import Registry
 
 OBSERVERS: Registry[type[Observer]] = Registry("observer")
@@ -40,14 +44,28 @@ class Observer:
     Args:
         dtype: the integer type the range will be quantized to (searches use its grid).
         symmetric: whether that grid is symmetric (zero point 0).
+        tail_horizon: extend a range that keeps an observed extreme to the extreme of this many
+            times the calibration data (`bridge.quantize.tails`); 0 keeps it as found; None
+            (default) leaves the choice to `calibrate` (off until it chooses).
     """
 
     name: ClassVar[str] = "observer"
 
-    def __init__(self, *, dtype: str = "int8", symmetric: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        dtype: str = "int8",
+        symmetric: bool = False,
+        tail_horizon: float | None = None,
+    ) -> None:
         qrange(dtype)  # validates the dtype
         self.dtype = dtype
         self.symmetric = symmetric
+        #: True while calibration may still choose the tail horizon (`choose_tail`).
+        self.tail_auto = tail_horizon is None
+        self.tail_horizon = 0.0
+        self.set_tail_horizon(tail_horizon or 0.0)
+        self.extremes = Extremes()
         self.count = 0
         self.nonfinite = 0
         self.min_val = math.inf
@@ -69,14 +87,28 @@ class Observer:
         self.count += 1
         self._cache.clear()
         self._observe(x, lo, hi)
+        self.extremes.add(lo, hi, float(np.dot(x, x)))
         self.min_val = min(self.min_val, lo)
         self.max_val = max(self.max_val, hi)
 
     def _observe(self, x: np.ndarray, lo: float, hi: float) -> None:
         """Subclass hook, called before min_val/max_val include this batch."""
 
+    def set_tail_horizon(self, horizon: float) -> None:
+        """Extend kept extremes to the extreme of `horizon` × the data seen (0: no extension)."""
+        if not (horizon == 0 or horizon >= 1):
+            raise ConfigError(f"tail_horizon must be 0, None or at least 1, got {horizon}")
+        self.tail_horizon = float(horizon)
+        self._cache = {}
+
+    def choose_tail(self, horizon: float) -> None:
+        """Calibration's choice of the tail horizon; ignored if one was configured."""
+        if self.tail_auto:
+            self.set_tail_horizon(horizon)
+
     def range(self, dtype: str | None = None, symmetric: bool | None = None) -> tuple[float, float]:
-        """The chosen real range [lo, hi] for the target grid (defaults: the constructor's)."""
+        """The chosen real range [lo, hi] for the target grid (defaults: the constructor's),
+        with the tail extension applied."""
         if self.count == 0:
             raise CalibrationError(
                 f"{self.name} observer saw no finite values; check the calibration data"
@@ -84,6 +116,9 @@ class Observer:
         key = (dtype or self.dtype, self.symmetric if symmetric is None else symmetric)
         if key not in self._cache:
             lo, hi = self._range(*key)
+            if self.tail_horizon:
+                levels = self.extremes.levels(self.tail_horizon)
+                lo, hi = widen(lo, hi, (self.min_val, self.max_val), levels)
             self._cache[key] = (float(lo), float(hi))
         return self._cache[key]
 
@@ -107,6 +142,7 @@ class Observer:
             "min": self.min_val if self.count else None,
             "max": self.max_val if self.count else None,
             "nonfinite": self.nonfinite,
+            "tail_horizon": self.tail_horizon,
         }
 
 
