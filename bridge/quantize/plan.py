@@ -140,15 +140,25 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
-def float_tensors(model: onnx.ModelProto) -> set[str]:
-    """Names whose known element type is float32 (unknown types count as float)."""
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor shape inference knows (inputs, outputs, value_info)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as e:  # shape inference fails on some custom ops; types then stay unknown
-        log.debug("shape inference failed (%s); treating unknown tensors as float", e)
+        log.debug("shape inference failed (%s); unknown tensors count as float", e)
         inferred = model
     g = inferred.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.input, *g.output, *g.value_info]}
+    return {
+        vi.name: vi.type.tensor_type.elem_type
+        for vi in [*g.input, *g.output, *g.value_info]
+        if vi.type.tensor_type.elem_type
+    }
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names whose known element type is float32 (unknown types count as float)."""
+    g = model.graph
+    types = elem_types(model)
     types.update({t.name: t.data_type for t in g.initializer})
     for name, value in constant_values(model).items():
         types[name] = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)

@@ -22,6 +22,7 @@ import onnx
 from onnx import helper
 
 from bridge.errors import ModelLoadError
+from bridge.quantize.plan import elem_types
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class SegmentedGraph:
         inits = {t.name: t for t in graph.initializer}
         const_nodes = _constant_nodes(nodes, set(inits))
         producer = {t: i for i, n in enumerate(nodes) for t in n.output if t}
-        types = _elem_types(model)
+        types = elem_types(model)
         pieces: list[list[int]] = []
         current: list[int] = []
         cut_set = set(self.cuts)
@@ -190,18 +191,3 @@ def _closure(
             need.add(j)
             stack.extend(x for x in nodes[j].input if x)
     return sorted(need)
-
-
-def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every tensor shape inference knows (inputs, outputs, value_info)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception as e:  # shape inference fails on some custom ops; types default to float
-        log.debug("shape inference failed (%s); segment inputs are typed float", e)
-        inferred = model
-    g = inferred.graph
-    return {
-        vi.name: vi.type.tensor_type.elem_type
-        for vi in [*g.input, *g.output, *g.value_info]
-        if vi.type.tensor_type.elem_type
-    }
