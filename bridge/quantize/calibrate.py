@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -266,13 +267,24 @@ def _single_input(contract: IOContract, what: str) -> TensorSpec:
 
 def _npy_samples(path: Path, contract: IOContract) -> Iterator[tuple[np.ndarray, ...]]:
     spec = _single_input(contract, f"{path.name}")
-    array = np.load(path, mmap_mode="r")
+    array = _load_array(path, mmap_mode="r")
     starts = _split(array, spec, str(path))
     return ((_chunk(array, spec, s),) for s in starts)
 
 
+def _load_array(path: Path, **kwargs: Any) -> Any:
+    """np.load, with a CalibrationError for a file that is not a readable .npy/.npz."""
+    try:
+        return np.load(path, **kwargs)
+    except (ValueError, OSError, EOFError) as e:
+        raise CalibrationError(
+            f"{path} is not a readable NumPy file ({e}); save calibration arrays with "
+            "np.save (.npy) or np.savez (.npz, one array per input name)"
+        ) from e
+
+
 def _npz_samples(path: Path, contract: IOContract) -> Iterator[tuple[np.ndarray, ...]]:
-    with np.load(path) as npz:
+    with _load_array(path) as npz:
         keys = set(npz.files)
         missing = [n for n in contract.input_names if n not in keys]
         if missing:
