@@ -34,10 +34,13 @@ def artifact_from_onnx(model: onnx.ModelProto) -> OnnxArtifact:
 def export(module: nn.Module, *shapes: tuple[int, ...]) -> OnnxArtifact:
     """torch → ONNX (opset 17, TorchScript exporter) → artifact with inputs x0, x1, ..."""
     torch.manual_seed(0)
+    return export_tensors(module, *(torch.randn(*s) for s in shapes))
+
+
+def export_tensors(module: nn.Module, *args: torch.Tensor) -> OnnxArtifact:
+    """`export` on the given example tensors (any dtype): inputs x0, x1, ..., output y."""
     module.eval()
-    args = tuple(torch.randn(*s) for s in shapes)
     buf = io.BytesIO()
-    names = [f"x{i}" for i in range(len(shapes))]
     with warnings.catch_warnings():  # the TorchScript exporter warns about LSTM and tracing
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -46,7 +49,7 @@ def export(module: nn.Module, *shapes: tuple[int, ...]) -> OnnxArtifact:
             buf,
             opset_version=17,
             dynamo=False,
-            input_names=names,
+            input_names=[f"x{i}" for i in range(len(args))],
             output_names=["y"],
             do_constant_folding=True,
         )

@@ -4,12 +4,9 @@ residual stream, and an embedding table. Shared by the quantizer and lowering te
 
 from __future__ import annotations
 
-import io
 import math
-import warnings
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
@@ -20,7 +17,7 @@ from bridge.quantize.qdq import quantize_model
 from bridge.verify.metrics import sqnr_db
 from bridge.verify.runners import OrtRunner
 
-from .conftest import artifact_from_onnx
+from .conftest import export_tensors as export
 
 TOKENS = 16
 WIDTH = 8
@@ -75,24 +72,6 @@ class Embedder(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.out(self.norm(self.word(ids) + self.position))
-
-
-def export(module: nn.Module, *args: torch.Tensor) -> OnnxArtifact:
-    """torch → ONNX (opset 17, TorchScript exporter), inputs x0, x1, ..., output y."""
-    module.eval()
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            args,
-            buf,
-            opset_version=17,
-            dynamo=False,
-            input_names=[f"x{i}" for i in range(len(args))],
-            output_names=["y"],
-        )
-    return artifact_from_onnx(onnx.load_from_string(buf.getvalue()))
 
 
 def masked_attention(lead: float = 6.0) -> OnnxArtifact:
