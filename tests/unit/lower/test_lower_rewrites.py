@@ -11,6 +11,7 @@ import pytest
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
 from bridge.lower import graph_edit, io_contract, layout, tflite_io, transposes
+from tests.unit.lower.tflite_models import empty_model
 
 F32 = np.dtype(np.float32)
 #: A mean of 16 or 48 standard-normal float32 values: numpy and TFLite sum in different orders,
@@ -18,20 +19,9 @@ F32 = np.dtype(np.float32)
 MEAN_ATOL = 1e-6
 
 
-def _empty_model() -> Any:
-    s = tflite_io.schema()
-    model = s.ModelT()
-    model.version = 3
-    model.operatorCodes, model.buffers = [], [s.BufferT()]
-    sg = s.SubGraphT()
-    sg.tensors, sg.operators, sg.inputs, sg.outputs = [], [], [], []
-    model.subgraphs = [sg]
-    return model
-
-
 def _relu_sandwich(p1: list[int], p2: list[int]) -> tuple[Any, dict[str, int]]:
     """x [1,4,4,3] ─T(p1)→ a ─RELU→ u ─T(p2)→ b (output)."""
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
     a_shape = [[1, 4, 4, 3][p] for p in p1]
     a = graph_edit.add_tensor(m, "a", a_shape, F32)
@@ -91,7 +81,7 @@ def test_non_inverse_pair_stays() -> None:
 
 def test_pair_with_a_second_reader_keeps_the_first_transpose() -> None:
     """x ─T→ a ─T⁻¹→ b, and a is also a graph output: only the second transpose goes."""
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
     a = graph_edit.add_tensor(m, "a", [1, 3, 4, 4], F32)
     b = graph_edit.add_tensor(m, "b", [1, 4, 4, 3], F32)
@@ -113,7 +103,7 @@ def test_pair_with_a_second_reader_keeps_the_first_transpose() -> None:
 
 def _transpose_then_reduce(perm: list[int], axes: list[int], keep_dims: bool = False) -> Any:
     """x [1,4,4,3] ─T(perm)→ a ─MEAN(axes)→ y."""
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
     a_shape = [[1, 4, 4, 3][p] for p in perm]
     a = graph_edit.add_tensor(m, "a", a_shape, F32)
@@ -158,7 +148,7 @@ def test_transpose_stays_before_other_reductions(perm, axes, keep_dims) -> None:
 
 def _nchw_relu() -> Any:
     """x [1,3,4,4] ─RELU→ y, channel-first I/O (what onnx2tf gives with shapes kept)."""
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", [1, 3, 4, 4], F32)
     y = graph_edit.add_tensor(m, "y", [1, 3, 4, 4], F32)
     m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
@@ -184,7 +174,7 @@ def test_channel_last_io_then_cancel_leaves_only_the_relu() -> None:
 
 
 def test_channel_last_needs_rank_3() -> None:
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", [1, 3], F32)
     y = graph_edit.add_tensor(m, "y", [1, 3], F32)
     m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
@@ -195,7 +185,7 @@ def test_channel_last_needs_rank_3() -> None:
 
 def _two_in_two_out() -> Any:
     """Inputs (b [1,2], a [1,3]); outputs (sum_b = b + b, "tmp" = a·a); names out of order."""
-    m = _empty_model()
+    m = empty_model()
     b = graph_edit.add_tensor(m, "b", [1, 2], F32)
     a = graph_edit.add_tensor(m, "a", [1, 3], F32)
     sb = graph_edit.add_tensor(m, "sum_b", [1, 2], F32)

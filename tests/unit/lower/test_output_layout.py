@@ -15,6 +15,7 @@ from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
 from bridge.lower import graph_edit, io_contract, layout, lower_float, tflite_io
 from bridge.verify.tolerances import FP32_MIN_SQNR_DB
+from tests.unit.lower.tflite_models import empty_model
 
 F32 = np.dtype(np.float32)
 
@@ -47,20 +48,9 @@ def test_output_perm_refuses_to_guess(got, want):
     assert layout.output_perm(got, want) is None
 
 
-def _empty_model() -> Any:
-    s = tflite_io.schema()
-    model = s.ModelT()
-    model.version = 3
-    model.operatorCodes, model.buffers = [], [s.BufferT()]
-    sg = s.SubGraphT()
-    sg.tensors, sg.operators, sg.inputs, sg.outputs = [], [], [], []
-    model.subgraphs = [sg]
-    return model
-
-
 def _relu_model(x_shape: list[int], y_shape: list[int]) -> Any:
     """x ─RELU→ y, with y declared as `y_shape` (what onnx2tf wrote)."""
-    m = _empty_model()
+    m = empty_model()
     x = graph_edit.add_tensor(m, "x", x_shape, F32)
     y = graph_edit.add_tensor(m, "y", y_shape, F32)
     m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
