@@ -3,7 +3,8 @@
 Each pass lives in its own module and is a callable `ModelProto -> PassResult`. `PASSES` maps
 names to passes; `DEFAULT_PASSES` is the order `run_passes` uses: freeze (shapes, constants,
 no-ops, dead code), fuse (BN, MatMul+Add, activations), work around what onnx2tf
-would lower wrongly (PRelu, 4-D channel Concat), then clean up and re-infer shapes.
+would lower wrongly (a Relu between constant scales, PRelu, 4-D channel Concat), then clean up
+and re-infer shapes.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from bridge.passes.fuse_activation import fuse_activation
 from bridge.passes.fuse_conv_bn import fuse_conv_bn
 from bridge.passes.fuse_matmul_add import fuse_matmul_add
 from bridge.passes.infer_shapes import infer_shapes
+from bridge.passes.mul_relu_mul import mul_relu_mul
 from bridge.passes.remove_identity import remove_identity
 from bridge.registry import Registry
 from bridge.verify.metrics import SQNR_EXACT_DB
@@ -45,6 +47,7 @@ for _name, _pass in (
     ("fuse_conv_bn", fuse_conv_bn),
     ("fuse_matmul_add", fuse_matmul_add),
     ("fuse_activation", fuse_activation),
+    ("mul_relu_mul", mul_relu_mul),
     ("decompose_prelu", decompose_prelu),
     ("flatten_channel_concat", flatten_channel_concat),
 ):
@@ -58,6 +61,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fuse_conv_bn",
     "fuse_matmul_add",
     "fuse_activation",
+    "mul_relu_mul",
     "decompose_prelu",
     "flatten_channel_concat",
     "eliminate_dead_code",

@@ -23,6 +23,7 @@ from bridge.errors import BridgeError, CalibrationError, ConfigError, ShapeError
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.crossfit import CrossFit
 from bridge.quantize.gptq import InputMoments
+from bridge.quantize.input_ranges import InputRanges
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import build_plan
 from bridge.quantize.tails import OutputEnergy
@@ -59,7 +60,8 @@ def calibrate(
 
     Raises:
         CalibrationError: no samples, or a sample with a wrong shape, dtype or non-finite values
-            (the message names the sample index and the input), or the cross-fit check failed.
+            (the message names the sample index and the input), a float input with no range
+            (`bridge.quantize.input_ranges`), or the cross-fit check failed.
     """
     if config.activation_dtype is None:
         raise ConfigError(f"mode {config.mode!r} needs no calibration")
@@ -75,6 +77,7 @@ def calibrate(
             lambda: {t: config.make_observer(t) for t in observers}, contract.output_names
         )
     energy = OutputEnergy()
+    ranges = InputRanges(contract)
     float_outputs = [o.name for o in contract.outputs if np.dtype(o.dtype).kind == "f"]
     wanted = [*observers, *(moments.sources if moments is not None else ())]
     runner = OrtRunner(
@@ -86,6 +89,7 @@ def calibrate(
     count = 0
     for index, sample in enumerate(_progress(samples, data, config.num_samples)):
         feeds = sample_feeds(sample, contract, index)
+        ranges.update(feeds)
         try:
             values = runner.run(feeds)
         except BridgeError:
@@ -108,6 +112,7 @@ def calibrate(
             "calibration data is empty; pass at least one sample per input "
             f"{contract.input_names} (a list of tuples, a .npy, a .npz or an image folder)"
         )
+    ranges.check(artifact.model)
     _warn_nonfinite(observers)
     log.info("calibrated %d activation tensors on %d samples", len(observers), count)
     horizon = energy.horizon()

@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 PASS_THROUGH = ("Relu", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool", "Identity")
 #: Largest factor (and inverse) applied to one channel.
 MAX_FACTOR = 1e3
+#: The channel axis of every equalized tensor (the float ONNX model is channel-first). The
+#: factors recorded in facts["quantization"]["equalization"] run along it; per-layer
+#: comparisons undo them there (`bridge.verify.unscale`).
+CHANNEL_AXIS = 1
 
 
 @dataclass
@@ -51,7 +55,7 @@ class ChannelGroup:
     """Tensors that share one per-channel factor, with the nodes that absorb it.
 
     Attributes:
-        tensors: the group's tensors (channel axis 1).
+        tensors: the group's tensors (channel axis `CHANNEL_AXIS`).
         producers: indices of the Conv/Gemm nodes that write a group tensor.
         readers: indices of the Conv/Gemm nodes that read a group tensor as their input 0.
     """
@@ -273,7 +277,8 @@ def equalize_artifact(
 
     Returns:
         (the equalized artifact, tensor name → its factors t_c: the equalized model holds
-        x_c / t_c where the original holds x_c, along axis 1). Both unchanged without groups.
+        x_c / t_c where the original holds x_c, along `CHANNEL_AXIS`). Both unchanged without
+        groups.
     """
     groups = channel_groups(artifact.model)
     if not groups or not samples:
@@ -287,7 +292,7 @@ def equalize_artifact(
 def channel_ranges(
     artifact: OnnxArtifact, samples: Sequence[Mapping[str, np.ndarray]], tensors: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """Per-channel (axis 1) width max(x, 0) − min(x, 0) of `tensors` over `samples`."""
+    """Per-channel (`CHANNEL_AXIS`) width max(x, 0) − min(x, 0) of `tensors` over `samples`."""
     from bridge.verify.runners import OrtRunner
 
     runner = OrtRunner(artifact.model, artifact.contract, extra_outputs=list(tensors))
@@ -297,9 +302,9 @@ def channel_ranges(
         values = runner.run(feeds)
         for t in tensors:
             x = np.asarray(values[t])
-            if x.ndim < 2:
+            if x.ndim <= CHANNEL_AXIS:
                 continue
-            axes = tuple(i for i in range(x.ndim) if i != 1)
+            axes = tuple(i for i in range(x.ndim) if i != CHANNEL_AXIS)
             lo[t] = np.minimum(lo.get(t, 0.0), x.min(axis=axes))
             hi[t] = np.maximum(hi.get(t, 0.0), x.max(axis=axes))
     return {t: (hi[t] - lo[t]).astype(np.float64) for t in lo}

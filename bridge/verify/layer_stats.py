@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from bridge.verify.metrics import SQNR_EXACT_DB
+from bridge.verify.unscale import EQUALIZED, Unscaler
 
 
 class _Acc:
@@ -18,7 +19,9 @@ class _Acc:
         self.signal = self.noise = self.max_abs = 0.0
         self.lsb_max: float | None = None
 
-    def add(self, ref: np.ndarray, out: np.ndarray, scale: float | None) -> None:
+    def add(self, ref: np.ndarray, out: np.ndarray, scale: float | np.ndarray | None) -> None:
+        """Add one sample; `scale` is the candidate's quantization step, one value or one
+        broadcastable against `ref` (per channel, for an equalized tensor)."""
         r = np.ravel(ref).astype(np.float32, copy=False)
         d = r - np.ravel(out).astype(np.float32, copy=False)
         if not np.all(np.isfinite(d)):
@@ -28,8 +31,10 @@ class _Acc:
         self.noise += float(np.dot(d, d))
         worst = float(np.abs(d).max()) if d.size else 0.0
         self.max_abs = max(self.max_abs, worst)
-        if scale:
-            self.lsb_max = max(self.lsb_max or 0.0, worst / scale)
+        if scale is not None and np.all(np.asarray(scale) > 0):
+            step = np.ravel(np.broadcast_to(np.asarray(scale, np.float32), np.shape(ref)))
+            lsb = float((np.abs(d) / step).max()) if d.size else 0.0
+            self.lsb_max = max(self.lsb_max or 0.0, lsb)
 
     def result(self) -> dict[str, Any]:
         if self.noise == 0.0:
@@ -55,8 +60,13 @@ class LayerStats:
         scales: Mapping[str, float | None],
         links: Sequence[Any],
         quant: Mapping[str, Any],
+        unscaler: Unscaler | None = None,
     ) -> None:
-        """Add one sample: `values` is {runtime: {tensor: value}}; `scales` the .tflite steps."""
+        """Add one sample: `values` is {runtime: {tensor: value}}; `scales` the .tflite steps.
+
+        With `unscaler`, the equalized runtimes' values are in the float model's scale already,
+        so a step s of an equalized tensor is s·t_c there.
+        """
         for t, v in values["ort"].items():
             self.shapes[t] = v.shape
             lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
@@ -67,7 +77,10 @@ class LayerStats:
             for t, r in ref.items():
                 c = cand.get(t)
                 if c is not None and r.shape == c.shape:
-                    scale = lsb_scale(link, t, scales, quant)
+                    scale: float | np.ndarray | None = lsb_scale(link, t, scales, quant)
+                    factor = unscaler.factor(t, c.shape) if unscaler is not None else None
+                    if scale and factor is not None and link.cand in EQUALIZED:
+                        scale = scale * factor
                     self.acc.setdefault((link.pair, t), _Acc()).add(r, c, scale)
 
     def rows(

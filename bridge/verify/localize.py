@@ -37,6 +37,7 @@ from bridge.verify import tolerances
 from bridge.verify.capture import OrtTensors, TfliteTensors, float_tensors
 from bridge.verify.divergence import first_divergence
 from bridge.verify.layer_stats import LayerStats
+from bridge.verify.unscale import Unscaler
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,8 @@ class LayerInputs:
         module: the torch module, for per-layer torch values (optional).
         exported: the ONNX model as exported, whose node names map torch modules to tensors.
         model_name: the zoo name, for per-model tolerance overrides.
+        equalization: tensor → per-channel factors t_c of cross-layer equalization (the QDQ
+            model and the .tflite hold x_c / t_c; see `bridge.verify.unscale`).
     """
 
     mode: str
@@ -129,6 +132,7 @@ class LayerInputs:
     module: Any = None
     exported: onnx.ModelProto | None = None
     model_name: str | None = None
+    equalization: Mapping[str, Any] = field(default_factory=dict)
 
 
 def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
@@ -152,9 +156,10 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
     runtimes = _runtimes(inputs, [t for t, _ in tensors])
     links = [link for link in LINKS[inputs.mode] if link.ref in runtimes and link.cand in runtimes]
     stats = LayerStats()
+    unscaler = Unscaler.from_facts(inputs.equalization)
     for feed in feeds:
         values, scales = _run(runtimes, feed)
-        stats.add(values, scales, links, inputs.quant_tensors)
+        stats.add(unscaler.runtimes(values), scales, links, inputs.quant_tensors, unscaler)
     rows = stats.rows(tensors, links)
     floors = {link.pair: _floor(inputs, link) for link in links}
     labels = {k: LABELS[k] for k in ("torch", "ort", "qdq", "tflite") if k in runtimes}
@@ -329,6 +334,7 @@ def localize_dir(
         module=module,
         exported=exported,
         model_name=report.get("model"),
+        equalization=quant.get("equalization", {}),
     )
     return localize(inputs, feeds)
 
@@ -359,7 +365,8 @@ def localize_conversion(
     model_name: str | None = None,
 ) -> dict[str, Any]:
     """The per-layer comparison of a conversion still in memory (see `localize`)."""
-    quant = qdq.facts.get("quantization", {}).get("tensors", {}) if qdq is not None else {}
+    facts = qdq.facts.get("quantization", {}) if qdq is not None else {}
+    quant = facts.get("tensors", {})
     inputs = LayerInputs(
         mode=lowered.mode,
         onnx=optimised.model,
@@ -372,6 +379,7 @@ def localize_conversion(
         module=module,
         exported=exported.model,
         model_name=model_name,
+        equalization=facts.get("equalization", {}),
     )
     return localize(inputs, feeds)
 

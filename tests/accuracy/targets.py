@@ -74,12 +74,4 @@ def target_id(t: Target) -> str:
 
 
 #: Targets not met yet, as strict expected failures (they must fail until fixed), with why.
-KNOWN_FAILURES: dict[str, str] = {
-    "efficientnet_lite0-int16x8": (
-        "refused by the cross-fit check (bridge/quantize/crossfit.py): it rebuilds each fold's "
-        "QDQ model with nearest-rounded weights and no bias correction and compares it with the "
-        "float model, so for int16x8 it measures int8 weight rounding alone (18 dB in the worst "
-        "10 % of 4-crop batches; int16 activations add 0.0 dB) against the 25 dB torch ⇄ QDQ "
-        "floor, while the int16x8 model convert() builds (bias-corrected) reaches 26.9 dB"
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}

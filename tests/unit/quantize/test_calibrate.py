@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from torch import nn
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
@@ -16,7 +18,7 @@ from bridge.quantize import QuantConfig, calibrate, load_calibration
 from bridge.quantize.observers import HistogramObserver, MinMaxObserver
 from bridge.verify import runners
 
-from .conftest import random_samples
+from .conftest import export, export_tensors, random_samples
 
 
 def good(art: OnnxArtifact) -> np.ndarray:
@@ -192,3 +194,93 @@ def test_torch_tensors_are_samples(cnn: OnnxArtifact) -> None:
     assert [s[0].shape for s in samples] == [(1, 3, 16, 16)] * 3
     observers = calibrate(cnn, tensors, QuantConfig())
     assert observers["x0"].count == 3
+
+
+# Calibration data without a range (bridge.quantize.input_ranges): refused up front, naming the
+# input, where ranges would be useless; legitimate constant inputs are kept.
+
+
+class MaskedConv(nn.Module):
+    """An image through a normalising Sub/Div into a conv, times a 4-D float mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.conv((image - 0.5) / 0.25) * mask
+
+
+@pytest.fixture(scope="module")
+def masked() -> OnnxArtifact:
+    return export(MaskedConv(), (1, 3, 8, 8), (1, 1, 8, 8))
+
+
+def _samples(n: int, image, mask=None) -> list[tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(0)
+    out = []
+    for _ in range(n):
+        x = image(rng) if callable(image) else np.full((1, 3, 8, 8), image, np.float32)
+        out.append((x,) if mask is None else (x, np.full((1, 1, 8, 8), mask, np.float32)))
+    return out
+
+
+def _image(rng: np.random.Generator) -> np.ndarray:
+    return rng.random((1, 3, 8, 8), dtype=np.float32)
+
+
+def test_all_zero_calibration_is_refused_naming_the_input(cnn: OnnxArtifact) -> None:
+    data = [(np.zeros((1, 3, 16, 16), np.float32),)] * 4
+    with pytest.raises(CalibrationError) as err:
+        calibrate(cnn, data, QuantConfig())
+    message = str(err.value)
+    assert "input 'x0' is zero in every element of all 4 samples" in message, message
+    assert "representative data" in message, message
+
+
+def test_constant_image_is_refused_through_normalisation(masked: OnnxArtifact) -> None:
+    with pytest.raises(CalibrationError) as err:
+        calibrate(masked, _samples(3, 0.7, mask=1.0), QuantConfig())
+    message = str(err.value)
+    assert "input 'x0' feeds convolution" in message, message
+    assert "single value 0.7 in every element of all 3 samples" in message, message
+    assert "'x1'" not in message, message  # the mask of ones is legitimate
+
+
+def test_mask_of_ones_is_kept_but_an_all_zero_mask_is_not(masked: OnnxArtifact) -> None:
+    observers = calibrate(masked, _samples(3, _image, mask=1.0), QuantConfig(), crossfit=False)
+    assert observers["x1"].count == 3  # the 4-D float mask, constant 1 in every sample
+    with pytest.raises(CalibrationError, match=r"input 'x1' is zero in every element of all 3"):
+        calibrate(masked, _samples(3, _image, mask=0.0), QuantConfig())
+
+
+def test_every_offending_input_is_named(masked: OnnxArtifact) -> None:
+    with pytest.raises(CalibrationError) as err:
+        calibrate(masked, _samples(2, 0.0, mask=0.0), QuantConfig())
+    assert "input 'x0' is zero" in str(err.value) and "input 'x1' is zero" in str(err.value)
+
+
+def test_a_zero_sample_among_real_ones_is_kept(cnn: OnnxArtifact) -> None:
+    data = [(np.zeros((1, 3, 16, 16), np.float32),), *random_samples(cnn, 2)]
+    assert calibrate(cnn, data, QuantConfig(), crossfit=False)["x0"].count == 3
+
+
+def test_integer_inputs_are_never_refused() -> None:
+    from .transformer_models import TOKENS, Embedder
+
+    art = export_tensors(Embedder(), torch.zeros(1, TOKENS, dtype=torch.int64))
+    data = [(np.zeros((1, TOKENS), np.int64),)] * 3  # token id 0 everywhere: constant, legal
+    observers = calibrate(art, data, QuantConfig(), crossfit=False)
+    assert "ids" not in observers and "x0" not in observers and observers
+
+
+def test_convert_refuses_before_lowering(tmp_path: Path) -> None:
+    import bridge
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    zeros = [(np.zeros((1, 3, 8, 8), np.float32),)] * 8
+    out = tmp_path / "out"
+    with pytest.raises(CalibrationError, match=r"'input_0' is zero in every element"):
+        bridge.convert(model, (torch.randn(1, 3, 8, 8),), out, quantize="int8", calibration=zeros)
+    assert not out.exists()

@@ -11,7 +11,15 @@ from bridge.artifact import OnnxArtifact
 from bridge.errors import CalibrationError
 from bridge.quantize import QuantConfig, calibrate
 from bridge.quantize.calibrate import sample_feeds
-from bridge.quantize.crossfit import BATCH, MIN_FOLD, SHARE, CrossFit, batch_sqnr_quantile
+from bridge.quantize.crossfit import (
+    BATCH,
+    MIN_FOLD,
+    SHARE,
+    CrossFit,
+    Finding,
+    batch_sqnr_quantile,
+)
+from bridge.quantize.qdq import quantize_model
 from bridge.quantize.tails import TAIL_HORIZON
 from bridge.verify.runners import OrtRunner
 from bridge.verify.tolerances import floor
@@ -41,6 +49,42 @@ class Mlp(nn.Module):
         return self.norm(self.b(torch.relu(self.a(x))))
 
 
+class DeadUnit(Mlp):
+    """The Mlp with hidden unit 0 dead (zero weights and bias) and read by the second layer
+    with weight `BIG`, ~20× its others: each row's int8 scale is set by a weight that never
+    meets a signal, so the others round coarsely. Weight rounding alone leaves it far under
+    the int16x8 floor; its activations are the Mlp's."""
+
+    BIG = 10.0
+
+    def __init__(self) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            super().__init__()
+        with torch.no_grad():
+            self.a.weight[0] = 0.0
+            self.a.bias[0] = 0.0
+            self.b.weight[:, 0] = self.BIG
+
+
+class LinearPower(nn.Module):
+    """Power's chain after a linear layer (x·(I + 0.1) + 0.3): the fold models keep its weight
+    and bias float, and its activations alone still fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        with torch.no_grad():
+            self.lin.weight.copy_(torch.eye(4) + 0.1)
+            self.lin.bias.fill_(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.lin(x)
+        y = y * y
+        y = y * y
+        return y * y
+
+
 def samples(shape: tuple[int, ...], n: int, seed: int = 0) -> list[tuple[np.ndarray]]:
     rng = np.random.default_rng(seed)
     return [(rng.standard_normal(shape).astype(np.float32),) for _ in range(n)]
@@ -56,6 +100,27 @@ def mlp() -> OnnxArtifact:
     return export(Mlp(), (1, 16))
 
 
+@pytest.fixture(scope="module")
+def dead_unit() -> OnnxArtifact:
+    return export(DeadUnit(), (1, 16))
+
+
+def finding(artifact: OnnxArtifact, config: QuantConfig, data: list) -> Finding:
+    """The cross-fit check's worst finding on `data`, driven by hand."""
+    observers = calibrate(artifact, data, config, crossfit=False)
+    cf = CrossFit(lambda: {t: config.make_observer(t) for t in observers}, ["y"])
+    inputs = set(artifact.contract.input_names)
+    runner = OrtRunner(
+        artifact.model, artifact.contract, extra_outputs=[t for t in observers if t not in inputs]
+    )
+    for i, s in enumerate(data):
+        feeds = sample_feeds(s, artifact.contract, i)
+        cf.add(i, feeds, {**runner.run(feeds), **feeds})
+    found = cf.check(artifact, config)
+    assert found is not None
+    return found
+
+
 def test_batch_quantile_of_known_energies() -> None:
     # 20 dB in every sample: every batch is 20 dB
     same = np.tile([[1.0, 0.01]], (40, 1))
@@ -68,9 +133,10 @@ def test_batch_quantile_of_known_energies() -> None:
     assert batch_sqnr_quantile(np.tile([[1.0, 0.0]], (40, 1))) == 200.0
 
 
-def test_heavy_tailed_power_is_refused(power: OnnxArtifact) -> None:
+@pytest.mark.parametrize("model, shape", [(Power, (1, 1)), (LinearPower, (1, 4))])
+def test_heavy_tailed_power_is_refused(model: type[nn.Module], shape: tuple[int, int]) -> None:
     with pytest.raises(CalibrationError, match="does not hold on unseen data") as err:
-        calibrate(power, samples((1, 1), 125), QuantConfig())
+        calibrate(export(model(), shape), samples(shape, 125), QuantConfig())
     msg = str(err.value)
     assert "'y'" in msg and "125 calibration samples" in msg and "more calibration" in msg
     assert f"worst {SHARE:.0%} of batches of {BATCH}" in msg
@@ -79,16 +145,31 @@ def test_heavy_tailed_power_is_refused(power: OnnxArtifact) -> None:
 def test_benign_model_passes_with_margin(mlp: OnnxArtifact) -> None:
     config = QuantConfig()
     assert calibrate(mlp, samples((1, 16), 64), config)  # the check runs and passes
-    # the same check, driven by hand to read its finding
-    observers = calibrate(mlp, samples((1, 16), 64), config, crossfit=False)
-    cf = CrossFit(lambda: {t: config.make_observer(t) for t in observers}, ["y"])
-    runner = OrtRunner(mlp.model, mlp.contract, extra_outputs=[t for t in observers if t != "x0"])
-    for i, s in enumerate(samples((1, 16), 64)):
-        feeds = sample_feeds(s, mlp.contract, i)
-        cf.add(i, feeds, {**runner.run(feeds), **feeds})
-    finding = cf.check(mlp, config)
-    assert finding is not None
-    assert finding.sqnr_db > floor("int8", "torch_vs_qdq") + 10, finding
+    found = finding(mlp, config, samples((1, 16), 64))  # the same check, to read its finding
+    assert found.sqnr_db > floor("int8", "torch_vs_qdq") + 10, found
+
+
+def test_weight_rounding_alone_is_not_refused(dead_unit: OnnxArtifact) -> None:
+    """The check judges ranges, not weights: the fold models keep float weights (the real
+    model's weights are rounded and bias-corrected after calibration)."""
+    config = QuantConfig(mode="int16x8")
+    min_db = floor("int16x8", "torch_vs_qdq")
+    data = samples((1, 16), 64)
+    observers = calibrate(dead_unit, data, config)  # the check runs and passes
+    # what fold models with int8 weights measured: weight rounding alone is far under the floor
+    # on fresh samples, even with the ranges of all samples
+    qdq = quantize_model(dead_unit, observers, config)
+    ref = OrtRunner(dead_unit.model, dead_unit.contract)
+    got = OrtRunner(qdq.model, qdq.contract)
+    energy = []
+    for i, s in enumerate(samples((1, 16), 32, seed=1)):
+        feeds = sample_feeds(s, dead_unit.contract, i)
+        r, q = ref.run(feeds)["y"].astype(np.float64), got.run(feeds)["y"]
+        energy.append((np.sum(r**2), np.sum((r - q) ** 2)))
+    assert batch_sqnr_quantile(np.array(energy)) < min_db - 5
+    # what the check measures: int16 activations with half the ranges, on the other half
+    found = finding(dead_unit, config, data)
+    assert found.sqnr_db > min_db + 5, found
 
 
 def test_too_few_samples_skip_the_check(power: OnnxArtifact) -> None:
