@@ -53,9 +53,9 @@ class ConvertOptions:
     observer: str = "histogram"
     observer_options: Mapping[str, Any] = field(default_factory=dict)
     io_dtype: str = "float32"
-    weight_rounding: str = "nearest"
+    weight_rounding: str = "gptq"
     bias_correction: bool = True
-    equalize: bool = False
+    equalize: bool = True
     overwrite: bool = False
     verify_samples: int = 3
     seed: int = 0

@@ -97,9 +97,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--io-dtype", default="float32", choices=["float32", "int8", "uint8"])
     c.add_argument(
         "--weight-rounding",
-        default="nearest",
+        default="gptq",
         choices=["nearest", "gptq"],
-        help="gptq: slower conversion, less weight rounding error",
+        help="gptq (default): weight levels chosen so rounding errors cancel; nearest: faster",
     )
     c.add_argument(
         "--no-bias-correction",
@@ -108,9 +108,10 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the biases as quantized (by default they absorb rounding's mean shift)",
     )
     c.add_argument(
-        "--equalize",
-        action="store_true",
-        help="cross-layer equalization before calibrating (exactly equivalent channel rescaling)",
+        "--no-equalize",
+        dest="equalize",
+        action="store_false",
+        help="skip cross-layer equalization (on by default: exactly equivalent channel rescaling)",
     )
     c.add_argument("--nhwc", action="store_true", help="NHWC image inputs and outputs")
     c.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")

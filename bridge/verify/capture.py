@@ -5,6 +5,13 @@ with `preserve_all_tensors` (which also turns off the XNNPACK delegate, so each 
 computed by the interpreter's own kernels); a .tflite tensor is found through the lowering's
 correspondence (or by the ONNX name itself), dequantized with its own scale and zero point, and
 moved back to channel-first when the lowering made it channel-last.
+
+When a shape fits both readings (a [1, 8, 8, 8] tensor with 8 channels on 8×8), neither the
+shape nor a name found without the correspondence can tell the layout, and even a
+correspondence entry can be stale (an output `bridge.lower.output_order` transposed back after
+the correspondence was located). The reading that matches the reference runtime's value of the
+same ONNX tensor then decides (`layout_by_value`), as `bridge.lower.output_order` decides for
+outputs.
 """
 
 from __future__ import annotations
@@ -20,9 +27,15 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
+from bridge.verify.metrics import sqnr_db
 from bridge.verify.runners import LiteRTRunner, OrtRunner
 
 log = logging.getLogger(__name__)
+
+#: A reading of a tensor whose shape hides its layout wins when its fit to the reference beats
+#: the other reading's by this much: the right order fits at ≥ 30 dB even in int8 against float
+#: ORT (≥ 100 dB against the QDQ model), the wrong one at ≈ 0 dB.
+LAYOUT_MARGIN_DB = 10.0
 
 
 def float_tensors(model: onnx.ModelProto) -> list[tuple[str, onnx.NodeProto]]:
@@ -90,7 +103,8 @@ class TfliteTensors:
 
     A tensor is looked up under its correspondence entry, then its own name, then the name
     onnx2tf gives a node's channel-last output (`<node>_output_nhwc`), which its own report
-    misses when it dropped the channel-first copy.
+    misses when it dropped the channel-first copy. A layout the shape hides is decided once per
+    tensor by value (`layout_by_value`), on the first sample that can tell.
     """
 
     def __init__(
@@ -113,6 +127,8 @@ class TfliteTensors:
         #: names of the variable tensors: state LiteRT carries from one run to the next
         self.state = variable_tensors(flat)
         self.found: dict[str, tuple[dict, bool | None]] = {}
+        #: layouts decided by value: ONNX tensor → whether its .tflite tensor is channel-last
+        self.decided: dict[str, bool] = {}
         for name, node in names.items():
             entry = correspondence.get(name) or {}
             if entry.get("fused"):
@@ -128,9 +144,10 @@ class TfliteTensors:
                     break
 
     def run(
-        self, feeds: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]
+        self, feeds: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]
     ) -> dict[str, TfliteValue]:
-        """Run one sample; `shapes` are the ONNX shapes, used to undo channel-last layouts.
+        """Run one sample; `reference` holds another runtime's values of the ONNX tensors on it:
+        their shapes undo channel-last layouts, their values decide the layouts shapes hide.
 
         Variable tensors (an LSTM's state) are reset first, so every sample starts from the
         zero state the ONNX model starts from.
@@ -141,7 +158,7 @@ class TfliteTensors:
         self.runner.run(feeds)
         out: dict[str, TfliteValue] = {}
         for name, (detail, channel_last) in self.found.items():
-            if name not in shapes:
+            if name not in reference:
                 continue
             try:
                 raw = interp.get_tensor(detail["index"])
@@ -150,10 +167,28 @@ class TfliteTensors:
             value, scale = dequantize(raw, detail)
             if value is None:
                 continue
-            value = to_channel_first(value, shapes[name], channel_last)
+            value = self._channel_first(name, value, np.asarray(reference[name]), channel_last)
             if value is not None:
                 out[name] = TfliteValue(value, scale)
         return out
+
+    def _channel_first(
+        self, name: str, value: np.ndarray, reference: np.ndarray, channel_last: bool | None
+    ) -> np.ndarray | None:
+        """`value` in the ONNX layout, the reading decided by value when the shape hides it."""
+        if name not in self.decided:
+            choice = layout_by_value(readings(value, reference.shape), reference)
+            if choice is not None:
+                self.decided[name] = choice
+                if choice != channel_last:
+                    log.info(
+                        "tensor %r: its shape hides the layout; its .tflite tensor is read %s "
+                        "by value (the lowering said %s)",
+                        name,
+                        "channel-last" if choice else "as is",
+                        {None: "nothing", True: "channel-last", False: "as is"}[channel_last],
+                    )
+        return to_channel_first(value, reference.shape, self.decided.get(name, channel_last))
 
 
 def _load(model: bytes | Path) -> Any:
@@ -211,24 +246,64 @@ def dequantize(raw: np.ndarray, detail: dict) -> tuple[np.ndarray | None, float 
     return ((raw.astype(np.float32) - zero) * scale).astype(np.float32), scale
 
 
-def to_channel_first(
-    value: np.ndarray, shape: Sequence[int], channel_last: bool | None
-) -> np.ndarray | None:
-    """`value` in the ONNX layout of `shape`: as is, or with its last axis moved to axis 1
-    (after dropping the dummy height axis of a 1-D convolution lowered as 2-D).
+def readings(value: np.ndarray, shape: Sequence[int]) -> dict[bool, np.ndarray]:
+    """The ways `value` fits the ONNX `shape`: {False: as is, True: its last axis moved to
+    axis 1 (channel-last to channel-first)}.
 
-    `channel_last` (from the correspondence) decides when both readings fit the shape; None
-    means unknown, and then an exact shape match wins. Returns None if neither fits.
+    A 4-D value with a size-1 axis 1 for a 3-D shape (a 1-D convolution lowered as 2-D,
+    [N, 1, W, C]) is read without that axis.
     """
     shape = tuple(int(d) for d in shape)
-    if value.ndim == len(shape) + 1 == 4 and value.shape[1] == 1 and channel_last is not False:
-        value = value[:, 0]  # a 1-D convolution lowered as 2-D: [N, 1, W, C] → [N, W, C]
-    same = value.shape == shape
-    moved = None
+    if value.ndim == len(shape) + 1 == 4 and value.shape[1] == 1:
+        value = value[:, 0]
+    out = {}
+    if value.shape == shape:
+        out[False] = value
     if value.ndim >= 3:
         perm = (0, value.ndim - 1, *range(1, value.ndim - 1))
         if tuple(value.shape[p] for p in perm) == shape:
-            moved = np.transpose(value, perm)
-    if same and (moved is None or not channel_last):
-        return value
-    return moved
+            out[True] = np.transpose(value, perm)
+    return out
+
+
+def to_channel_first(
+    value: np.ndarray, shape: Sequence[int], channel_last: bool | None
+) -> np.ndarray | None:
+    """`value` in the ONNX layout of `shape` (see `readings`).
+
+    `channel_last` decides when both readings fit the shape; None means unknown, and then an
+    exact shape match wins. Returns None if neither fits.
+    """
+    fits = readings(value, shape)
+    if channel_last in fits:
+        return fits[channel_last]
+    return fits.get(False, fits.get(True))
+
+
+def layout_by_value(fits: Mapping[bool, np.ndarray], reference: np.ndarray) -> bool | None:
+    """Which of two `readings` holds `reference` (the same ONNX tensor from another runtime).
+
+    A reading scores its SQNR against `reference` after an affine fit per channel (axis 1), so
+    channels scaled by equalization (the .tflite holds x_c / t_c) or by a planted fault still
+    show their order. One wins only by `LAYOUT_MARGIN_DB`. None when fewer than two readings
+    fit, both hold the same data, or neither wins (a constant tensor cannot tell).
+    """
+    if len(fits) < 2 or np.array_equal(fits[False], fits[True]):
+        return None
+    score = {cl: _affine_fit_db(reference, v) for cl, v in fits.items()}
+    if abs(score[True] - score[False]) < LAYOUT_MARGIN_DB:
+        return None
+    return score[True] > score[False]
+
+
+def _affine_fit_db(reference: np.ndarray, value: np.ndarray) -> float:
+    """SQNR of `reference` against the best per-channel a·value + b (channels on axis 1)."""
+    ref = np.moveaxis(np.asarray(reference, np.float64), 1, 0).reshape(reference.shape[1], -1)
+    val = np.moveaxis(np.asarray(value, np.float64), 1, 0).reshape(value.shape[1], -1)
+    ref = ref - ref.mean(axis=1, keepdims=True)
+    val = val - val.mean(axis=1, keepdims=True)
+    power = np.sum(val * val, axis=1, keepdims=True)
+    gain = np.divide(
+        np.sum(ref * val, axis=1, keepdims=True), power, where=power > 0, out=np.zeros_like(power)
+    )
+    return sqnr_db(ref, gain * val)

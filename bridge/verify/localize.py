@@ -203,11 +203,10 @@ def _run(
 ) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float | None]]:
     """One sample through every runtime: ({runtime: {tensor: value}}, {tensor: .tflite scale})."""
     values = {"ort": runtimes["ort"].run(feed)}
-    shapes = {t: v.shape for t, v in values["ort"].items()}
     scales: dict[str, float | None] = {}
     for key, runtime in runtimes.items():
-        if key == "tflite":
-            got = runtime.run(feed, shapes)
+        if key == "tflite":  # QDQ values, the closest to the .tflite, decide layouts shapes hide
+            got = runtime.run(feed, {**values["ort"], **values.get("qdq", {})})
             values[key] = {t: tv.value for t, tv in got.items()}
             scales = {t: tv.scale for t, tv in got.items()}
         elif key == "torch":

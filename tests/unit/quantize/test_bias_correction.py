@@ -19,6 +19,8 @@ from .conftest import export, initializers
 
 #: Calibration samples (all of them also drive the correction).
 CALIBRATION = 16
+#: Bias correction alone: no equalization, nearest rounding (the defaults would mix them in).
+ISOLATED = {"equalize": False, "weight_rounding": "nearest"}
 #: A corrected mean may miss the float one by half a bias step (the bias is an integer) plus
 #: float32 rounding of the means.
 HALF_STEP = 0.5
@@ -83,7 +85,7 @@ def channel_means(art_or_model, contract, names: list[str], data) -> dict[str, n
 def test_each_conv_mean_matches_float_after_correction() -> None:
     art = positive_mean()
     calib = samples(art, CALIBRATION, seed=1)
-    qdq = quantize(art, QuantConfig(mode="int8"), calib)
+    qdq = quantize(art, QuantConfig(mode="int8", **ISOLATED), calib)
     facts = qdq.facts["quantization"]
     assert facts["bias_correction"]["layers"] == 3, facts["bias_correction"]
     outs = layer_outputs(qdq.model, facts["tensors"])
@@ -111,8 +113,8 @@ def test_shrink_keeps_clear_shifts_and_drops_noise() -> None:
 def test_only_bias_integers_change_and_the_output_gains() -> None:
     art = positive_mean()
     calib, held_out = samples(art, CALIBRATION, seed=1), samples(art, 32, seed=2)
-    plain = quantize(art, QuantConfig(mode="int8", bias_correction=False), calib)
-    fixed = quantize(art, QuantConfig(mode="int8"), calib)
+    plain = quantize(art, QuantConfig(mode="int8", **ISOLATED, bias_correction=False), calib)
+    fixed = quantize(art, QuantConfig(mode="int8", **ISOLATED), calib)
     before, after = initializers(plain.model), initializers(fixed.model)
     assert before.keys() == after.keys()
     changed = {k for k in before if not np.array_equal(before[k], after[k])}
@@ -130,8 +132,8 @@ def test_token_layers_are_left_alone() -> None:
     torch.manual_seed(0)
     art = export(nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4)), (1, 5, 8))
     calib = samples(art, CALIBRATION, seed=1)
-    plain = quantize(art, QuantConfig(mode="int8", bias_correction=False), calib)
-    fixed = quantize(art, QuantConfig(mode="int8"), calib)
+    plain = quantize(art, QuantConfig(mode="int8", **ISOLATED, bias_correction=False), calib)
+    fixed = quantize(art, QuantConfig(mode="int8", **ISOLATED), calib)
     assert "bias_correction" not in fixed.facts["quantization"]
     for name, value in initializers(plain.model).items():
         np.testing.assert_array_equal(value, initializers(fixed.model)[name])
@@ -140,7 +142,7 @@ def test_token_layers_are_left_alone() -> None:
 def test_no_correction_without_biases_or_when_off() -> None:
     art = positive_mean()
     calib = samples(art, 4, seed=1)
-    off = quantize(art, QuantConfig(mode="int8", bias_correction=False), calib)
+    off = quantize(art, QuantConfig(mode="int8", **ISOLATED, bias_correction=False), calib)
     assert "bias_correction" not in off.facts["quantization"]
     dynamic = quantize(art, QuantConfig(mode="dynamic"))
     assert "bias_correction" not in dynamic.facts["quantization"]
@@ -151,5 +153,5 @@ def test_memory_budget_bounds_the_samples(monkeypatch) -> None:
 
     monkeypatch.setattr(bc, "MEMORY_BUDGET", 1)
     art = positive_mean()
-    qdq = quantize(art, QuantConfig(mode="int8"), samples(art, CALIBRATION, seed=1))
+    qdq = quantize(art, QuantConfig(mode="int8", **ISOLATED), samples(art, CALIBRATION, seed=1))
     assert qdq.facts["quantization"]["bias_correction"]["samples"] == bc.MIN_SAMPLES

@@ -25,14 +25,14 @@ def test_gptq_levels_beat_nearest_on_correlated_inputs():
     assert out_err(q) < 0.5 * out_err(nearest), (out_err(q), out_err(nearest))
 
 
-def test_gptq_is_opt_in_and_keeps_weights_on_the_grid(cnn):
+def test_gptq_is_the_default_and_keeps_weights_on_the_grid(cnn):
     from bridge.quantize import QuantConfig, quantize
 
     from .conftest import random_samples
 
     samples = random_samples(cnn, 8)
-    nearest = quantize(cnn, QuantConfig(mode="int8"), samples)
-    gptq = quantize(cnn, QuantConfig(mode="int8", weight_rounding="gptq"), samples)
+    nearest = quantize(cnn, QuantConfig(mode="int8", weight_rounding="nearest"), samples)
+    gptq = quantize(cnn, QuantConfig(mode="int8"), samples)
     rounding = {
         e.get("rounding")
         for e in gptq.facts["quantization"]["tensors"].values()

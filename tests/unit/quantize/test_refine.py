@@ -45,6 +45,7 @@ def test_nothing_is_kept_when_both_steps_are_off(cnn) -> None:
 def test_options_validate_and_are_reported() -> None:
     with pytest.raises(ConfigError, match="correction_samples"):
         QuantConfig(correction_samples=0)
-    d = QuantConfig(equalize=True).to_dict()
+    d = QuantConfig().to_dict()
     assert d["bias_correction"] is True and d["equalize"] is True
-    assert d["correction_samples"] == 32 and d["weight_rounding"] == "nearest"
+    assert d["correction_samples"] == 32 and d["weight_rounding"] == "gptq"
+    assert QuantConfig(equalize=False).to_dict()["equalize"] is False
