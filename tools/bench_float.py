@@ -31,12 +31,17 @@ DEFAULT_MODELS = "mobilenet_v2,resnet18,efficientnet_lite0,mobilenet_v3_small"
 
 
 def measure(tflite: bytes | Path, contract, feeds, reference, runs: int) -> dict:
-    """Size, latency and SQNR vs torch of one .tflite, or the error that stopped it."""
+    """Size, latency, SQNR vs torch (and top-1 agreement for class scores) of one .tflite, or
+    the error that stopped it."""
     data = tflite if isinstance(tflite, bytes) else tflite.read_bytes()
     row: dict = {"size_mb": len(data) / 1e6}
     try:
         out = run_foreign(data, contract, feeds)
         row["sqnr_db"] = min(sqnr_db(reference[k], out[k]) for k in reference)
+        scores = [k for k in reference if reference[k].ndim == 2 and reference[k].shape[1] > 1]
+        if scores:
+            ref, got = reference[scores[0]], out[scores[0]]
+            row["top1_agree"] = float(np.mean(ref.argmax(1) == got.argmax(1)))
         row["latency_ms_1t"] = latency_ms(data, threads=1, runs=runs)
         row["latency_ms_2t"] = latency_ms(data, threads=2, runs=runs)
     except Exception as e:  # an anchor that does not run is a result, not a crash

@@ -4,7 +4,9 @@ Weights become symmetric int8 with the QDQ model's per-channel scales along the 
 output-channel axis (CONV_2D OHWI → 0, DEPTHWISE_CONV_2D 1HWC → 3, FULLY_CONNECTED [O, I] → 0,
 TRANSPOSE_CONV OHWI → 0). The float weights onnx2tf wrote are the dequantized QDQ weights, so
 q = w / s[c] is an integer and is recovered exactly. Biases become int32 (int64 for int16
-activations) with scale s_in · s_w[c], which is what the kernels assume. Other constant
+activations: `weights.BIAS_DTYPES`) with scale s_in · s_w[c], which is what the kernels assume;
+in LiteRT 2.1.2, 16x8 DEPTHWISE_CONV_2D rejects an int32 bias, and CONV_2D, TRANSPOSE_CONV (and
+the reference FULLY_CONNECTED) accept one but compute wrong results with it. Other constant
 operands take their QDQ parameters (the output's, for scale-keeping ops); one that matches no
 QDQ constant gets min/max parameters, reported in `computed`.
 """
@@ -22,6 +24,7 @@ from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_match import match_channels, match_channels_scaled, match_constant
 from bridge.lower.int8_qdq import QdqModel, QParams
+from bridge.quantize.weights import BIAS_DTYPES
 
 #: TFLite TensorType codes by name.
 TYPE_CODES = {"float": 0, "int8": 9, "int16": 7, "uint8": 3, "int32": 2, "int64": 4}
@@ -144,12 +147,11 @@ class ConstantWriter:
         graph = self.graph
         b = graph.constant(idx).astype(np.float64)
         s = np.broadcast_to(scale.astype(np.float32).astype(np.float64), b.shape)
-        wide = self.act_dtype == "int16"
-        dtype = np.int64 if wide else np.int32
+        dtype = BIAS_DTYPES[self.act_dtype]
         info = np.iinfo(dtype)
         q = np.clip(np.round(b / np.where(s > 0, s, 1.0)), info.min, info.max).astype(dtype)
         quant = quantization(s.astype(np.float32), np.zeros(b.size, np.int64), axis=0)
-        code = TYPE_CODES["int64" if wide else "int32"]
+        code = TYPE_CODES[dtype]
         return graph.add_tensor(graph.name(idx), graph.tensor(idx).shape, code, data=q, quant=quant)
 
     def _constant(self, idx: int, qp: ActQ | None) -> int:

@@ -3,7 +3,7 @@
 Rounded weights and activations shift each layer's expected output: E[W_q·x_q] ≠ E[W·x], and
 the shift is systematic (per output channel, the same on every input), so it passes through
 the following ReLUs and layers and grows along the network. The correction measures, for each
-layer with an int32 bias, the per-channel mean of its output in the float model and in the QDQ
+layer with a bias, the per-channel mean of its output in the float model and in the QDQ
 model over calibration samples, and adds the difference to the bias:
 
     b_c ← b_c + (E[y_float]_c − E[y_qdq]_c)
@@ -14,8 +14,9 @@ pieces cut after each layer, so this costs one forward pass per sample, not one 
 Correcting all layers from one measurement instead double-counts the shift that upstream
 corrections already remove, and diverges on deep networks.
 
-The change is made on the int32 bias in whole steps of its scale s_in·s_w, so every scale and
-zero point of the QDQ model stays as it was; only bias integers move.
+The change is made on the integer bias in whole steps of its scale s_in·s_w, so every scale and
+zero point of the QDQ model stays as it was; only bias integers move. (A 16x8 bias is int64,
+which the QDQ model holds as float32 values on its grid: see `bridge.quantize.qdq`.)
 
 Which layers: convolutions (their output positions are alike, so one shift per channel fits
 them all) and layers with 2-D outputs (rows are samples). A layer over a token sequence
@@ -53,12 +54,12 @@ MIN_SAMPLES = 4
 
 @dataclass(frozen=True)
 class _Layer:
-    """A biased layer: its QDQ node, float output, int32 bias initializer and bias scale."""
+    """A biased layer: its QDQ node, float output, bias initializer and bias scale."""
 
     bias: str  # the float bias name (the facts key)
     node: int  # index of the node reading the dequantized bias, in the QDQ graph
     float_output: str  # that node's output in the float model
-    q_init: str  # the int32 bias initializer in the QDQ model
+    q_init: str  # the bias initializer (integer, or float32 on the grid) in the QDQ model
     scale: np.ndarray
     axis: int
 
@@ -68,7 +69,7 @@ def correct_biases(
     float_model: onnx.ModelProto,
     samples: Sequence[Mapping[str, np.ndarray]],
 ) -> OnnxArtifact:
-    """`qdq` with its int32 biases corrected for the mean output shift, layer by layer.
+    """`qdq` with its biases corrected for the mean output shift, layer by layer.
 
     Args:
         qdq: the QDQ artifact (facts["quantization"] lists its biases).
@@ -108,9 +109,7 @@ def correct_biases(
         if layer.bias in rows:  # few rows: keep only the part of the shift above its noise
             shift = _shrink(shift, np.concatenate(values) - rows[layer.bias])
         steps = np.rint(shift / layer.scale)
-        stored = numpy_helper.to_array(inits[layer.q_init])
-        info = np.iinfo(stored.dtype)
-        q = stored.astype(np.int64)
+        q, info = _stored_steps(numpy_helper.to_array(inits[layer.q_init]), layer.scale)
         corrected = np.clip(q + steps, info.min, info.max)
         steps = corrected - q
         new_q[layer.q_init] = corrected
@@ -127,10 +126,12 @@ def correct_biases(
         return qdq
     model = onnx.ModelProto()
     model.CopyFrom(qdq.model)
+    scales = {layer.q_init: layer.scale for layer in layers}
     for t in model.graph.initializer:
         if t.name in new_q:
             dtype = numpy_helper.to_array(t).dtype
-            t.CopyFrom(numpy_helper.from_array(new_q[t.name].astype(dtype), t.name))
+            value = new_q[t.name] * scales[t.name] if dtype.kind == "f" else new_q[t.name]
+            t.CopyFrom(numpy_helper.from_array(value.astype(dtype), t.name))
     facts = dict(qdq.facts["quantization"])
     facts["tensors"] = dict(facts["tensors"])
     for layer in layers:
@@ -210,6 +211,14 @@ def _float_stats(
                 stats.rows.setdefault(layer.bias, []).append(y.astype(np.float64))
             stats.bytes = max(stats.bytes, LIVE_TENSORS * y.nbytes)
     return stats
+
+
+def _stored_steps(stored: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.iinfo]:
+    """A stored bias in steps of `scale`, and its integer type's range: an int32 initializer,
+    or a float32 one on the grid standing for int64 (16x8)."""
+    if stored.dtype.kind == "f":
+        return np.rint(stored.astype(np.float64) / scale), np.iinfo(np.int64)
+    return stored.astype(np.int64), np.iinfo(stored.dtype)
 
 
 def _shrink(shift: np.ndarray, diff: np.ndarray) -> np.ndarray:

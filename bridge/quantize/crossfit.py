@@ -36,6 +36,7 @@ from onnx import numpy_helper
 
 from bridge.artifact import OnnxArtifact
 from bridge.errors import CalibrationError
+from bridge.quantize import weights
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import constant_values
@@ -165,7 +166,12 @@ class CrossFit:
 
         fit, test = folds
         observed = {t: o for t, o in fit.observers.items() if o.count > 0}
-        qdq = quantize_model(artifact, observed, config)
+        quiet = _Quiet()  # the fold models' weights and biases go back to float: no news
+        weights.log.addFilter(quiet)
+        try:
+            qdq = quantize_model(artifact, observed, config)
+        finally:
+            weights.log.removeFilter(quiet)
         tensors = qdq.facts.get("quantization", {}).get("tensors", {})
         fit.ranges = {
             t: tuple(f["range"]) for t, f in tensors.items() if f.get("kind") == "activation"
@@ -200,7 +206,8 @@ def float_weights(
     """A copy of `qdq` whose weights and biases are float again, activations still quantized.
 
     Each weight's and bias's DequantizeLinear (named by the quantization facts `tensors`) gives
-    way to an initializer of the same name holding the float tensor of `float_model`.
+    way to an initializer of the same name holding the float tensor of `float_model`; a 16x8
+    bias, a float32 initializer on its grid, takes the float values.
     """
     values = constant_values(float_model)
     swap: dict[str, np.ndarray] = {}
@@ -222,10 +229,20 @@ def float_weights(
             nodes.append(node)
     used = {t for n in nodes for t in n.input}
     kept = [t for t in graph.initializer if t.name in used]
+    for t in kept:
+        if t.name in swap and t.data_type == onnx.TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(swap[t.name].astype(np.float32), t.name))
     del graph.node[:], graph.initializer[:]
     graph.node.extend(nodes)
     graph.initializer.extend([*kept, *floats])
     return model
+
+
+class _Quiet(logging.Filter):
+    """Drops every record of the logger it filters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
 
 
 def batch_sqnr_quantile(energy: np.ndarray, *, seed: int = 0) -> float:

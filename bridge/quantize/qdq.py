@@ -5,7 +5,9 @@
   Tensors that must share a scale (see rules.py) get the qparams of their merged range; a
   fixed-qparams op (Sigmoid, Softmax, Tanh) imposes its own on its group.
 - Weights: int8 initializers, symmetric per channel, followed by DequantizeLinear with `axis`.
-- Biases: int32 initializers with scale s_in·s_w and zero point 0, then DequantizeLinear.
+- Biases: int32 initializers with scale s_in·s_w and zero point 0, then DequantizeLinear. A
+  16x8 bias is int64 (weights.BIAS_DTYPES), which DequantizeLinear does not take: the model
+  holds its values q·s_in·s_w as a float32 initializer, which the lowering turns back into q.
 - Graph inputs and outputs keep their names and float32 type: a quantized graph output is the
   DequantizeLinear output, and the producer's float result is renamed "<name>_float".
 
@@ -33,7 +35,7 @@ from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
 from bridge.quantize.rules import REACH_CUT_OPS, SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
-from bridge.quantize.weights import quantize_bias, quantize_weight
+from bridge.quantize.weights import BIAS_DTYPES, quantize_bias, quantize_weight
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def quantize_model(
         "config": config.to_dict(),
         "activation_dtype": config.activation_dtype,
         "weight_dtype": "int8",
-        "bias_dtype": "int32",
+        "bias_dtype": BIAS_DTYPES.get(config.activation_dtype or "int8"),
         "io_dtype": config.io_dtype,
         "opset": _opset(out),
         "tensors": writer.facts,
@@ -214,17 +216,21 @@ class _Writer:
             s_in = self.qparams[use.source][0]
             s_w = self.weight_scale[self.node_inputs[(use.node, use.weight)]]
             b = self.consts[use.bias]
-            q, scale, zero = quantize_bias(b, s_in, s_w, name=use.bias)
+            dtype = BIAS_DTYPES[self.config.activation_dtype or "int8"]
+            q, scale, zero = quantize_bias(b, s_in, s_w, name=use.bias, dtype=dtype)
             key = use.bias if use.bias not in self.facts else f"{use.bias}@{use.node}"
-            q_name = self._init(f"{use.bias}_quantized", q)
-            node, out = self._dq(q_name, scale, zero, use.bias, 0)
-            self.head.append(node)
+            if dtype == "int64":  # no int64 DequantizeLinear: the values on the grid, float32
+                out = q_name = self._init(f"{use.bias}_quantized", _on_grid(q, scale))
+            else:
+                q_name = self._init(f"{use.bias}_quantized", q)
+                node, out = self._dq(q_name, scale, zero, use.bias, 0)
+                self.head.append(node)
             self.node_inputs[(use.bias_reader, use.bias)] = out
             self.facts[key] = _fact(
                 "bias",
                 scale,
                 zero,
-                "int32",
+                dtype,
                 0,
                 (b.min(), b.max()),
                 "s_in*s_w",
@@ -523,6 +529,12 @@ def _cluster_bottom(observer: Observer) -> float | None:
     cdf = np.cumsum(cluster) / cluster.sum()
     k = int(np.searchsorted(cdf, _CLUSTER_QUANTILE, side="right"))
     return max(float(edges[start + k]), float(observer.min_val))
+
+
+def _on_grid(q: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """q·scale rounded to float32, as DequantizeLinear computes it: dividing by the scale and
+    rounding gives q back for |q| < 2**23, and within float32's relative 2**-24 beyond."""
+    return (q.astype(np.float64) * scale.astype(np.float64)).astype(np.float32)
 
 
 def _fact(

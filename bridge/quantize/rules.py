@@ -15,10 +15,11 @@ TFLite's integer kernels compute:
 Weights (`weight`, constant) are int8 symmetric per-channel along `weight_axis` in ONNX's
 layout: Conv 0 (also depthwise), ConvTranspose 1 (its output channels are group × W.shape[1]),
 Gemm 0 if transB else 1, MatMul the last axis (output features; per-tensor for a weight of
-rank ≠ 2, as TFLite's BATCH_MATMUL has no per-channel filters). Biases (`bias`) are int32 with
-scale s_in·s_w per channel and zero point 0. `fuses_activation` ops absorb a following
-Relu/Relu6/Clip into the TFLite kernel, so no QDQ sits between them. `symmetric_inputs` must
-be quantized with zero point 0 when they are activations (LiteRT's kernel assumes it).
+rank ≠ 2, as TFLite's BATCH_MATMUL has no per-channel filters). Biases (`bias`) are int32 (int64
+in 16x8: `weights.BIAS_DTYPES`) with scale s_in·s_w per channel and zero point 0.
+`fuses_activation` ops absorb a following Relu/Relu6/Clip into the TFLite kernel, so no QDQ
+sits between them. `symmetric_inputs` must be quantized with zero point 0 when they are
+activations (LiteRT's kernel assumes it).
 
 Beside the per-op table: the float-fallback policy as data (`FLOAT_ABSORBED_OPS`, the
 weight-only layers `WEIGHT_ONLY_OPS` and int8 tables `INT8_TABLE_OPS`), the range cuts of
@@ -55,7 +56,7 @@ class OpRule:
         inputs: indices of the data inputs that carry quantized activations (None: all).
         weight: index of the weight input (quantized per-channel when it is a constant).
         weight_axis: the output-channel axis of that weight (-1: the last axis).
-        bias: index of the bias input (int32, scale s_in·s_w).
+        bias: index of the bias input (int32 or, in 16x8, int64; scale s_in·s_w).
         share_inputs: all data inputs and outputs share one scale.
         fixed: output (scale, zero point) per activation dtype, for output="fixed".
         fuses_activation: a following Relu/Clip fuses into this op's TFLite kernel.

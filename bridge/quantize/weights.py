@@ -1,9 +1,11 @@
-"""Constant tensors: per-channel symmetric weights and int32 biases.
+"""Constant tensors: per-channel symmetric weights and int32 / int64 biases.
 
 TFLite's rules: filters are int8 symmetric per output channel in [−127, 127] with zero point 0;
-a bias is int32 with scale s_in·s_w[c] per channel and zero point 0, so the accumulator
-Σ x_q·w_q + b_q shares one scale. (Other constant operands, such as the constant of an Add, are
-quantized like activations, per tensor, by the QDQ writer.)
+a bias has scale s_in·s_w[c] per channel and zero point 0, so the accumulator Σ x_q·w_q + b_q
+shares one scale. The bias is int32 with int8 activations and int64 with int16 activations
+(TFLite's 16x8 CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED and TRANSPOSE_CONV kernels: int16
+inputs make s_in ~256× finer, so a bias takes 8 more bits). (Other constant operands, such as
+the constant of an Add, are quantized like activations, per tensor, by the QDQ writer.)
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import numpy as np
 from bridge.quantize.qparams import affine_qparams, qrange, quantize
 
 log = logging.getLogger(__name__)
+
+#: The bias type per activation type.
+BIAS_DTYPES = {"int8": "int32", "int16": "int64"}
 
 
 class PerChannelMinMax:
@@ -72,13 +77,24 @@ def bias_scale(input_scale: float | np.ndarray, weight_scale: np.ndarray, size: 
 
 
 def quantize_bias(
-    b: np.ndarray, input_scale: float | np.ndarray, weight_scale: np.ndarray, *, name: str = "bias"
+    b: np.ndarray,
+    input_scale: float | np.ndarray,
+    weight_scale: np.ndarray,
+    *,
+    name: str = "bias",
+    dtype: str = "int32",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(q int32, scale, zero_point) of a 1-D bias with scale s_in·s_w (zero point 0)."""
+    """(q, scale, zero_point) of a 1-D bias with scale s_in·s_w (zero point 0).
+
+    Args:
+        dtype: "int32" or "int64" (BIAS_DTYPES); q and the zero point have this type.
+    """
     b = np.asarray(b, np.float64).ravel()
     scale = bias_scale(input_scale, weight_scale, b.size)
     q = np.rint(b / scale.astype(np.float64))
-    qmin, qmax = qrange("int32")
-    if np.any(q < qmin) or np.any(q > qmax):
-        log.warning("bias %s overflows int32 at scale s_in·s_w; values are clipped", name)
-    return np.clip(q, qmin, qmax).astype(np.int32), scale, np.zeros(b.size, np.int32)
+    info = np.iinfo(dtype)
+    if np.any(q < info.min) or np.any(q > info.max):
+        log.warning("bias %s overflows %s at scale s_in·s_w; values are clipped", name, dtype)
+    # the largest float64 below max + 1 truncates to max (int64's max is no float64: 2**63)
+    hi = np.nextafter(float(info.max) + 1.0, 0.0)
+    return np.clip(q, float(info.min), hi).astype(dtype), scale, np.zeros(b.size, dtype)
