@@ -42,9 +42,9 @@ class QuantConfig:
             weight to its closest level). Scales are the same either way. On the trained
             EfficientNet-Lite0 GPTQ adds +1.9 dB torch ⇄ .tflite on top of bias correction
             (22.1 → 24.0 dB); on the random-weight zoo CNNs +0.1 dB, for 3-10 s more.
-        bias_correction: after quantizing, correct each bias (int32; int64 in 16x8) for the mean output shift
-            that rounding causes, layer by layer in graph order (`bias_correction.py`; ResNet18
-            +3.3 dB, MobileNetV2 +0.4 dB, a few seconds).
+        bias_correction: after quantizing, correct each bias (int32; int64 in 16x8) for the
+            mean output shift that rounding causes, layer by layer in graph order
+            (`bias_correction.py`; ResNet18 +3.3 dB, MobileNetV2 +0.4 dB, a few seconds).
         equalize: before calibrating, rescale the channels of conv/gemm groups that a positive
             factor passes through exactly (ReLU, pooling, Add), balancing activation ranges
             against weight columns (`equalize.py`; 0 to +1.4 dB over the zoo CNNs, never a
