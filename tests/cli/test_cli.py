@@ -146,3 +146,26 @@ def test_verify_of_a_file_instead_of_a_folder(
 ) -> None:
     code, _, err = run(capsys, "verify", str(converted / "model.tflite"))
     assert code == cli.EXIT_ERROR and "is not a folder" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ((), {"weight_rounding": "gptq", "equalize": True, "bias_correction": True}),
+        (
+            ("--weight-rounding", "nearest", "--no-equalize", "--no-bias-correction"),
+            {"weight_rounding": "nearest", "equalize": False, "bias_correction": False},
+        ),
+    ],
+)
+def test_quantization_flags_reach_the_report(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, flags: tuple[str, ...], expected: dict
+) -> None:
+    out = tmp_path / "int8"
+    argv = ["convert", "zoo:digits_cnn", "-o", str(out), "--quantize", "int8"]
+    code, _, err = run(capsys, *argv, "--calibration", "random:16", *flags)
+    assert code == cli.EXIT_OK, err
+    config = json.loads((out / "report.json").read_text())["quantization"]["config"]
+    assert {k: config[k] for k in expected} == expected
+    factors = json.loads((out / "report.json").read_text())["quantization"].get("equalization")
+    assert bool(factors) is expected["equalize"]
