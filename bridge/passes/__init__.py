@@ -2,9 +2,9 @@
 
 Each pass lives in its own module and is a callable `ModelProto -> PassResult`. `PASSES` maps
 names to passes; `DEFAULT_PASSES` is the order `run_passes` uses: freeze (shapes, constants,
-no-ops, dead code), fuse (BN, MatMul+Add, activations), work around what onnx2tf
-would lower wrongly (a Relu between constant scales, PRelu, 4-D channel Concat), then clean up
-and re-infer shapes.
+no-ops, dead code), fuse (BN, MatMul+Add, activations, zero Pad into Conv), work around what
+onnx2tf would lower wrongly (a Relu between constant scales, PRelu, 4-D channel Concat), then
+clean up and re-infer shapes.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bridge.passes.fold_constants import fold_constants
 from bridge.passes.fuse_activation import fuse_activation
 from bridge.passes.fuse_conv_bn import fuse_conv_bn
 from bridge.passes.fuse_matmul_add import fuse_matmul_add
+from bridge.passes.fuse_pad_conv import fuse_pad_conv
 from bridge.passes.infer_shapes import infer_shapes
 from bridge.passes.mul_relu_mul import mul_relu_mul
 from bridge.passes.remove_identity import remove_identity
@@ -47,6 +48,7 @@ for _name, _pass in (
     ("fuse_conv_bn", fuse_conv_bn),
     ("fuse_matmul_add", fuse_matmul_add),
     ("fuse_activation", fuse_activation),
+    ("fuse_pad_conv", fuse_pad_conv),
     ("mul_relu_mul", mul_relu_mul),
     ("decompose_prelu", decompose_prelu),
     ("flatten_channel_concat", flatten_channel_concat),
@@ -61,6 +63,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "fuse_conv_bn",
     "fuse_matmul_add",
     "fuse_activation",
+    "fuse_pad_conv",
     "mul_relu_mul",
     "decompose_prelu",
     "flatten_channel_concat",

@@ -227,12 +227,19 @@ def _rows(x: np.ndarray, layer: _Layer, rng: np.random.Generator) -> np.ndarray 
     if x.ndim != 4:
         return None
     a = _attrs(layer.node)
-    if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or "kernel_shape" not in a:
+    auto_pad = bytes(a.get("auto_pad", b"NOTSET"))
+    if auto_pad not in (b"NOTSET", b"SAME_UPPER") or "kernel_shape" not in a:
         return None
     kh, kw = a["kernel_shape"]
     t, left, bottom, right = list(a.get("pads", [0, 0, 0, 0]))
     sh, sw = a.get("strides", [1, 1])
     dh, dw = a.get("dilations", [1, 1])
+    if auto_pad == b"SAME_UPPER":  # ONNX's rule: out = ceil(in / s), the odd pad at the end
+        th, tw = (
+            max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
+            for n, k, s, d in ((x.shape[2], kh, sh, dh), (x.shape[3], kw, sw, dw))
+        )
+        t, left, bottom, right = th // 2, tw // 2, th - th // 2, tw - tw // 2
     xp = np.pad(x, ((0, 0), (0, 0), (t, bottom), (left, right))) if t + left + bottom + right else x
     n, c, hp, wp = xp.shape
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
