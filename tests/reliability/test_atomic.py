@@ -26,7 +26,10 @@ REPO = Path(__file__).resolve().parents[2]
 #: (two files already renamed into place). It prints READY there and waits for SIGINT.
 CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
+    # Ctrl-C as in a terminal, whatever the test runner's worker left ignored (SIG_IGN is
+    # inherited across exec, and Python then never raises KeyboardInterrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import bridge
     from bridge import outdir
     from tests.reliability.conftest import tiny_cnn
@@ -134,7 +137,7 @@ def test_crash_while_writing_leaves_folder_as_it_was(
 def test_sigint_while_staged_leaves_existing_folder_unchanged(existing: Path) -> None:
     before = snapshot(existing)
     code, out = _interrupt(existing, "staged")
-    assert code == 130 and "INTERRUPTED" in out
+    assert code == 130 and "INTERRUPTED" in out, out
     assert snapshot(existing) == before
     assert staging_leftovers(existing) == []
 
@@ -142,7 +145,7 @@ def test_sigint_while_staged_leaves_existing_folder_unchanged(existing: Path) ->
 def test_sigint_while_staged_creates_no_folder(tmp_path: Path) -> None:
     target = tmp_path / "fresh" / "out"
     code, out = _interrupt(target, "staged")
-    assert code == 130 and "INTERRUPTED" in out
+    assert code == 130 and "INTERRUPTED" in out, out
     assert not target.exists()
     assert staging_leftovers(tmp_path, tmp_path / "fresh") == []
 
@@ -150,7 +153,7 @@ def test_sigint_while_staged_creates_no_folder(tmp_path: Path) -> None:
 def test_sigint_during_commit_finishes_the_commit(existing: Path) -> None:
     old = json.loads((existing / "report.json").read_text())["fingerprint"]
     code, out = _interrupt(existing, "commit")
-    assert code == 130 and "INTERRUPTED" in out  # the interrupt is delivered after the commit
+    assert code == 130 and "INTERRUPTED" in out, out  # delivered after the commit
     report = json.loads((existing / "report.json").read_text())
     assert report["fingerprint"] != old and report["passed"]
     assert staging_leftovers(existing) == []
