@@ -31,15 +31,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from bridge.artifact import OnnxArtifact
 from bridge.errors import CalibrationError
-from bridge.quantize import weights
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
-from bridge.quantize.plan import constant_values
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +162,12 @@ class CrossFit:
 
         fit, test = folds
         observed = {t: o for t, o in fit.observers.items() if o.count > 0}
-        quiet = _Quiet()  # the fold models' weights and biases go back to float: no news
-        weights.log.addFilter(quiet)
-        try:
-            qdq = quantize_model(artifact, observed, config)
-        finally:
-            weights.log.removeFilter(quiet)
+        qdq = quantize_model(artifact, observed, config, float_weights=True)
         tensors = qdq.facts.get("quantization", {}).get("tensors", {})
         fit.ranges = {
             t: tuple(f["range"]) for t, f in tensors.items() if f.get("kind") == "activation"
         }
-        runner = OrtRunner(float_weights(qdq.model, tensors, artifact.model), qdq.contract)
+        runner = OrtRunner(qdq.model, qdq.contract)
         got = [runner.run(feeds) for feeds in test.feeds]
         findings = []
         for name in self.outputs:
@@ -198,51 +189,6 @@ class CrossFit:
             f"calibration samples that cover the inputs' full range, or convert with "
             f"quantize={others}"
         )
-
-
-def float_weights(
-    qdq: onnx.ModelProto, tensors: Mapping[str, Mapping], float_model: onnx.ModelProto
-) -> onnx.ModelProto:
-    """A copy of `qdq` whose weights and biases are float again, activations still quantized.
-
-    Each weight's and bias's DequantizeLinear (named by the quantization facts `tensors`) gives
-    way to an initializer of the same name holding the float tensor of `float_model`; a 16x8
-    bias, a float32 initializer on its grid, takes the float values.
-    """
-    values = constant_values(float_model)
-    swap: dict[str, np.ndarray] = {}
-    for key, fact in tensors.items():
-        source = key.split("@")[0]  # "bias@node": a bias shared by several nodes
-        if fact.get("kind") in ("weight", "bias") and fact.get("dq") and source in values:
-            swap[fact["dq"]] = values[source]
-    model = onnx.ModelProto()
-    model.CopyFrom(qdq)
-    graph = model.graph
-    inits = {t.name: t for t in graph.initializer}
-    nodes, floats = [], []
-    for node in graph.node:
-        out = node.output[0] if node.output else ""
-        if node.op_type == "DequantizeLinear" and out in swap and node.input[1] in inits:
-            dtype = numpy_helper.to_array(inits[node.input[1]]).dtype  # the output's type
-            floats.append(numpy_helper.from_array(swap[out].astype(dtype), out))
-        else:
-            nodes.append(node)
-    used = {t for n in nodes for t in n.input}
-    kept = [t for t in graph.initializer if t.name in used]
-    for t in kept:
-        if t.name in swap and t.data_type == onnx.TensorProto.FLOAT:
-            t.CopyFrom(numpy_helper.from_array(swap[t.name].astype(np.float32), t.name))
-    del graph.node[:], graph.initializer[:]
-    graph.node.extend(nodes)
-    graph.initializer.extend([*kept, *floats])
-    return model
-
-
-class _Quiet(logging.Filter):
-    """Drops every record of the logger it filters."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return False
 
 
 def batch_sqnr_quantile(energy: np.ndarray, *, seed: int = 0) -> float:

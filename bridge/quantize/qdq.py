@@ -56,11 +56,14 @@ def quantize_model(
     config: QuantConfig,
     *,
     moments: InputMoments | None = None,
+    float_weights: bool = False,
 ) -> OnnxArtifact:
     """The QDQ model for `artifact` under `config`, using the observers' ranges.
 
     With `moments` (the weights' input moments from calibration), weights are rounded by
-    GPTQ (`bridge.quantize.gptq`) at the same per-channel scales; otherwise to nearest.
+    GPTQ (`bridge.quantize.gptq`) at the same per-channel scales; otherwise to nearest. With
+    `float_weights`, weights and biases stay the float initializers and only activations and
+    other constants are quantized (the cross-fit check's fold models).
 
     Returns:
         the artifact at stage "quantize", with facts["quantization"] describing every
@@ -70,11 +73,13 @@ def quantize_model(
     model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
     plan = build_plan(model, config, observers=None if config.mode == "dynamic" else observers)
     writer = _Writer(model, plan, config)
-    writer.weights(moments)
+    if not float_weights:
+        writer.weights(moments)
     if config.activation_dtype is not None:
         writer.activations(observers)
         writer.constants()
-        writer.biases()
+        if not float_weights:
+            writer.biases()
     out = writer.finish()
     facts = {
         "mode": config.mode,

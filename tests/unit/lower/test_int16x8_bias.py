@@ -21,7 +21,8 @@ from bridge.contract import IOContract, TensorSpec
 from bridge.lower import tflite_io
 from bridge.lower.integer import lower_int8, lower_int16x8
 from bridge.quantize import QuantConfig, quantize
-from bridge.quantize.crossfit import float_weights
+from bridge.quantize.calibrate import calibrate
+from bridge.quantize.qdq import quantize_model
 from bridge.verify.metrics import lsb_error, sqnr_db
 from bridge.verify.runners import LiteRTRunner, OrtRunner
 from bridge.verify.tolerances import floor
@@ -202,15 +203,18 @@ def qdq_biases(qdq: OnnxArtifact) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     }
 
 
-def test_fold_models_get_the_float_biases_back(
-    qdq16: OnnxArtifact, float_art: OnnxArtifact
-) -> None:
-    tensors = qdq16.facts["quantization"]["tensors"]
-    model = float_weights(qdq16.model, tensors, float_art.model)
+def test_fold_models_keep_the_float_biases(float_art: OnnxArtifact) -> None:
+    """The cross-fit check's fold models (`float_weights=True`) read the float biases directly,
+    while their activations are quantized."""
+    config = QuantConfig(mode="int16x8", bias_correction=False)
+    observers = calibrate(float_art, samples(SAMPLES, 1), config, crossfit=False)
+    model = quantize_model(float_art, observers, config, float_weights=True).model
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    for name, want in (("conv.bias", CONV_BIAS), ("fc.bias", FC_BIAS)):
-        got = inits[tensors[name]["q"]]
-        np.testing.assert_array_equal(got, np.asarray(want, np.float32), err_msg=name)
+    readers = {i: n.op_type for n in model.graph.node for i in n.input}
+    assert "QuantizeLinear" in readers.values()
+    for name, want, op in (("conv.bias", CONV_BIAS, "Conv"), ("fc.bias", FC_BIAS, "Gemm")):
+        assert readers[name] == op, name
+        np.testing.assert_array_equal(inits[name], np.asarray(want, np.float32), err_msg=name)
 
 
 def test_int8_keeps_int32_biases_and_warns_once_per_bias(
