@@ -26,6 +26,7 @@ may leave them out of the count), while a Pad's zeros are data to it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -156,11 +157,21 @@ def same_upper_pads(conv: ir.Node, data: ir.Value) -> list[int] | None:
     if shape is None or len(shape) != SAME_RANK or weight is None or len(weight) != SAME_RANK:
         return None
     k = len(shape) - 2
-    kernel = _ir.attr(conv, "kernel_shape", weight[2:])
-    strides = _ir.attr(conv, "strides", [1] * k)
-    dilations = _ir.attr(conv, "dilations", [1] * k)
+    return same_upper(
+        shape[2:],
+        _ir.attr(conv, "kernel_shape", weight[2:]),
+        _ir.attr(conv, "strides", [1] * k),
+        _ir.attr(conv, "dilations", [1] * k),
+    )
+
+
+def same_upper(
+    sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int]
+) -> list[int]:
+    """ONNX's SAME_UPPER pads of spatial `sizes`, begins then ends: out = ceil(in / stride),
+    total = max((out − 1)·stride + (kernel − 1)·dilation + 1 − in, 0), the odd one at the end."""
     begins, ends = [], []
-    for size, kk, s, d in zip(shape[2:], kernel, strides, dilations, strict=True):
+    for size, kk, s, d in zip(sizes, kernel, strides, dilations, strict=True):
         total = max((-(-size // s) - 1) * s + (kk - 1) * d + 1 - size, 0)
         begins.append(total // 2)
         ends.append(total - total // 2)

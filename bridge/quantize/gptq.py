@@ -28,6 +28,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from bridge.passes.fuse_pad_conv import same_upper
+
 log = logging.getLogger(__name__)
 
 #: Target size of one diagonal block of H (rounded to whole input channels).
@@ -234,12 +236,8 @@ def _rows(x: np.ndarray, layer: _Layer, rng: np.random.Generator) -> np.ndarray 
     t, left, bottom, right = list(a.get("pads", [0, 0, 0, 0]))
     sh, sw = a.get("strides", [1, 1])
     dh, dw = a.get("dilations", [1, 1])
-    if auto_pad == b"SAME_UPPER":  # ONNX's rule: out = ceil(in / s), the odd pad at the end
-        th, tw = (
-            max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-            for n, k, s, d in ((x.shape[2], kh, sh, dh), (x.shape[3], kw, sw, dw))
-        )
-        t, left, bottom, right = th // 2, tw // 2, th - th // 2, tw - tw // 2
+    if auto_pad == b"SAME_UPPER":
+        t, left, bottom, right = same_upper(x.shape[2:], (kh, kw), (sh, sw), (dh, dw))
     xp = np.pad(x, ((0, 0), (0, 0), (t, bottom), (left, right))) if t + left + bottom + right else x
     n, c, hp, wp = xp.shape
     ho, wo = (hp - dh * (kh - 1) - 1) // sh + 1, (wp - dw * (kw - 1) - 1) // sw + 1
