@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -13,6 +14,8 @@ from torch import nn
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec, guess_layout
+from bridge.verify.metrics import sqnr_db
+from bridge.verify.runners import OrtRunner
 
 
 def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
@@ -149,6 +152,26 @@ def random_samples(artifact: OnnxArtifact, n: int, seed: int = 0) -> list[tuple[
         )
         for _ in range(n)
     ]
+
+
+def qdq_sqnr_over(
+    art: OnnxArtifact,
+    qdq: OnnxArtifact,
+    samples: Sequence[tuple[np.ndarray, ...]],
+    *,
+    token: int | None = None,
+) -> float:
+    """SQNR (dB) of the QDQ model's first output against the float model's over `samples`
+    (on one token of axis 1 if given)."""
+    ref, q = OrtRunner(art.model, art.contract), OrtRunner(qdq.model, qdq.contract)
+    names, out = art.contract.input_names, art.contract.output_names[0]
+    pick = slice(None) if token is None else token
+    refs, outs = [], []
+    for sample in samples:
+        feeds = dict(zip(names, sample, strict=True))
+        refs.append(ref.run(feeds)[out][:, pick])
+        outs.append(q.run(feeds)[out][:, pick])
+    return sqnr_db(np.concatenate(refs), np.concatenate(outs))
 
 
 def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:

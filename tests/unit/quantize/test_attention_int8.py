@@ -25,7 +25,7 @@ from bridge.verify.runners import LiteRTRunner, OrtRunner
 from models._layers import EncoderBlock
 from models.vit import ViTTiny
 
-from .conftest import activation_qparams, export, initializers, random_samples
+from .conftest import activation_qparams, export, initializers, qdq_sqnr_over, random_samples
 
 CALIBRATION = 16
 SAMPLES = 4
@@ -136,15 +136,7 @@ def qdq_vs_tflite(qdq: OnnxArtifact, art: TfliteArtifact) -> tuple[float, float]
 
 def float_vs_qdq(art: OnnxArtifact, qdq: OnnxArtifact, *, token: int | None = None) -> float:
     """SQNR of the QDQ output against the float one (on one token of axis 1 if given)."""
-    ref, q = OrtRunner(art.model, art.contract), OrtRunner(qdq.model, qdq.contract)
-    names, out = art.contract.input_names, art.contract.output_names[0]
-    pick = slice(None) if token is None else token
-    refs, outs = [], []
-    for sample in random_samples(art, SAMPLES, seed=99):
-        feeds = dict(zip(names, sample, strict=True))
-        refs.append(ref.run(feeds)[out][:, pick])
-        outs.append(q.run(feeds)[out][:, pick])
-    return sqnr_db(np.concatenate(refs), np.concatenate(outs))
+    return qdq_sqnr_over(art, qdq, random_samples(art, SAMPLES, seed=99), token=token)
 
 
 # ---- MatMul of two activations ------------------------------------------------------------------

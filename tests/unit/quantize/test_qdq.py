@@ -12,14 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 from bridge.artifact import OnnxArtifact
 from bridge.errors import CalibrationError
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
 
 from .conftest import (
     activation_qparams,
     artifact_from_onnx,
     dequantized_constants,
     initializers,
+    qdq_sqnr_over,
     random_samples,
 )
 
@@ -36,15 +35,7 @@ TEST_SAMPLES = 8
 
 
 def qdq_sqnr(float_art: OnnxArtifact, q_art: OnnxArtifact) -> float:
-    ref_runner = OrtRunner(float_art.model, float_art.contract)
-    q_runner = OrtRunner(q_art.model, q_art.contract)
-    names = float_art.contract.input_names
-    refs, outs = [], []
-    for sample in random_samples(float_art, TEST_SAMPLES, seed=123):
-        feeds = dict(zip(names, sample, strict=True))
-        refs.append(ref_runner.run(feeds)["y"])
-        outs.append(q_runner.run(feeds)["y"])
-    return sqnr_db(np.concatenate(refs), np.concatenate(outs))
+    return qdq_sqnr_over(float_art, q_art, random_samples(float_art, TEST_SAMPLES, seed=123))
 
 
 @pytest.mark.parametrize(

@@ -14,10 +14,9 @@ from bridge.artifact import OnnxArtifact
 from bridge.quantize import QuantConfig
 from bridge.quantize.calibrate import calibrate
 from bridge.quantize.qdq import quantize_model
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
 
 from .conftest import export_tensors as export
+from .conftest import qdq_sqnr_over
 
 TOKENS = 16
 WIDTH = 8
@@ -120,11 +119,4 @@ def quantized(art: OnnxArtifact, n: int = 16) -> OnnxArtifact:
 
 def float_vs_qdq(art: OnnxArtifact, qdq: OnnxArtifact, n: int = 8) -> float:
     """SQNR (dB) of the QDQ model's output against the float model's over `n` samples."""
-    ref, q = OrtRunner(art.model, art.contract), OrtRunner(qdq.model, qdq.contract)
-    names = art.contract.input_names
-    refs, outs = [], []
-    for sample in samples(art, n, seed=99):
-        feeds = dict(zip(names, sample, strict=True))
-        refs.append(ref.run(feeds)["y"])
-        outs.append(q.run(feeds)["y"])
-    return sqnr_db(np.concatenate(refs), np.concatenate(outs))
+    return qdq_sqnr_over(art, qdq, samples(art, n, seed=99))
