@@ -104,13 +104,13 @@ def _canonical_clamp(graph: ir.Graph, node: ir.Node, version: int) -> bool:
 
 def _clamp_chain(node: ir.Node) -> _Clamp | None:
     """`node` as a clamp, merged with the clamps before it that only it reads."""
-    own = _as_clamp(node)
+    own = as_clamp(node)
     if own is None:
         return None
     x, lo, hi, dtype = own
     nodes = [node]
     while (inner := x.producer()) is not None and _ir.sole_reader(x) is nodes[0]:
-        prev = _as_clamp(inner)
+        prev = as_clamp(inner)
         if prev is None:
             break
         x, lo, hi, dtype = prev[0], max(lo, prev[1]), min(hi, prev[2]), dtype or prev[3]
@@ -118,7 +118,7 @@ def _clamp_chain(node: ir.Node) -> _Clamp | None:
     return _Clamp(x, lo, hi, _dtype(x) or dtype, tuple(nodes))
 
 
-def _as_clamp(node: ir.Node) -> tuple[ir.Value, float, float, np.dtype | None] | None:
+def as_clamp(node: ir.Node) -> tuple[ir.Value, float, float, np.dtype | None] | None:
     """(x, lo, hi, dtype of the bounds) when `node` clamps x to [lo, hi], else None."""
     if node.domain not in _ir.ONNX_DOMAINS or not node.inputs or node.inputs[0] is None:
         return None
@@ -239,7 +239,7 @@ def _kind(node: ir.Node) -> str | None:
         v is not None and (p := v.producer()) is not None and _is_swish_gate(p) for v in node.inputs
     ):
         return "swish"
-    if node.op_type == "Clip" and (clamp := _as_clamp(node)) is not None:
+    if node.op_type == "Clip" and (clamp := as_clamp(node)) is not None:
         return {(0.0, 6.0): "relu6", (-1.0, 1.0): "relu_n1_to_1"}.get((clamp[1], clamp[2]), "clip")
     return None
 

@@ -26,6 +26,7 @@ import onnx_ir as ir
 
 from bridge.passes import _ir
 from bridge.passes.base import PassResult
+from bridge.passes.fuse_activation import as_clamp
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,8 @@ def _fused_into_mul(node: ir.Node) -> bool:
     """Whether onnx2tf fuses `node` into a preceding MUL: a Relu, or a Clip to [0, 6]."""
     if _ir.is_onnx_op(node, "Relu"):
         return True
-    if not _ir.is_onnx_op(node, "Clip") or not node.inputs or node.inputs[0] is None:
-        return False
-    if len(node.inputs) > 1:  # opset 11+: bounds are inputs
-        bounds = [_ir.const_array(v) if v is not None else None for v in node.inputs[1:3]]
-        if len(bounds) != 2 or any(b is None or b.size != 1 for b in bounds):
-            return False
-        lo, hi = (float(b.item()) for b in bounds)  # type: ignore[union-attr]
-    else:
-        lo, hi = _ir.attr(node, "min"), _ir.attr(node, "max")
-    return (lo, hi) == RELU6_BOUNDS
+    clamp = as_clamp(node) if _ir.is_onnx_op(node, "Clip") else None
+    return clamp is not None and clamp[1:3] == RELU6_BOUNDS
 
 
 def _match(act: ir.Node) -> tuple[ir.Node, tuple[ir.Value, np.ndarray], ir.Node, np.ndarray] | None:
