@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import BridgeError, ConfigError, ParityError
+from bridge.errors import BridgeError, ConfigError, ModelLoadError, ParityError
 
 log = logging.getLogger("bridge")
 
@@ -190,12 +190,7 @@ def _load_factory(spec: str, input_args: Sequence[str]) -> tuple[Any, tuple, lis
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{spec!r} is not MODULE:FACTORY (for example mypkg.nets:build)")
-    sys.path.insert(0, str(Path.cwd()))
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot load {spec!r}: {e}") from e
-    made = factory()
+    made = _build(spec, module_name, attr)
     specs = [_parse_input(s) for s in input_args]
     if isinstance(made, tuple) and len(made) == 2 and isinstance(made[0], torch.nn.Module):
         model, inputs = made
@@ -208,6 +203,30 @@ def _load_factory(spec: str, input_args: Sequence[str]) -> tuple[Any, tuple, lis
     gen = torch.Generator().manual_seed(0)
     inputs = tuple(_example(shape, dtype, gen) for _, shape, dtype in specs)
     return made, inputs, [s[0] for s in specs]
+
+
+def _build(spec: str, module_name: str, attr: str) -> Any:
+    """Import `module_name` and call its `attr`; any failure there is a one-line error."""
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ConfigError(f"cannot load {spec!r}: {e}") from e
+    except Exception as e:  # the user's module failed while importing (SyntaxError included)
+        raise ModelLoadError(f"cannot build {spec}: {_one_line(e)}") from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"cannot load {spec!r}: module {module_name!r} has no callable {attr!r}")
+    try:
+        return factory()
+    except Exception as e:
+        raise ModelLoadError(f"cannot build {spec}: {_one_line(e)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    """`Type: first line of the message`, for an exception raised by the user's code."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
 
 
 def _parse_input(text: str) -> tuple[str, tuple[int, ...], str]:

@@ -169,3 +169,36 @@ def test_quantization_flags_reach_the_report(
     assert {k: config[k] for k in expected} == expected
     factors = json.loads((out / "report.json").read_text())["quantization"].get("equalization")
     assert bool(factors) is expected["equalize"]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (
+            "def build():\n    raise ValueError('no weights at /data/w.pt')\n",
+            "cannot build {mod}:build: ValueError: no weights at /data/w.pt",
+        ),
+        (
+            "raise RuntimeError('CUDA not available')\ndef build(): pass\n",
+            "cannot build {mod}:build: RuntimeError: CUDA not available",
+        ),
+        ("def build(:\n    pass\n", "cannot build {mod}:build: SyntaxError: invalid syntax"),
+    ],
+    ids=["factory-raises", "import-raises", "syntax-error"],
+)
+def test_factory_that_fails_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+    source: str,
+    expected: str,
+) -> None:
+    mod = "broken_" + request.node.callspec.id.replace("-", "_")
+    (tmp_path / f"{mod}.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "convert", f"{mod}:build", "--input", "x:1x8", "-o", "o")
+    assert code == cli.EXIT_ERROR and out == ""
+    assert err.startswith(f"bridge: error: {expected.format(mod=mod)}"), err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "o").exists()
