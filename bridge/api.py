@@ -9,6 +9,7 @@ import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from bridge import outdir
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError, ParityError
-from bridge.export import DEFAULT_OPSET, ExportConfig, export
+from bridge.export import DEFAULT_OPSET, ExportConfig, check_opset, export
+from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING
+from bridge.quantize.observers import OBSERVERS
 from bridge.verify.gate import CHECK_BATCH, QUANT_MODES, run_gate, verification_feeds
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,23 @@ class ConvertOptions:
     verify_samples: int = 3
     seed: int = 0
     model_name: str | None = None
+
+    def __post_init__(self) -> None:
+        check_opset(self.opset)
+        for name in ("verify_samples", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
+                raise ConfigError(f"{name} must be an integer ≥ 0, got {value!r}")
+        for name in ("input_names", "output_names", "input_layouts", "passes"):
+            if isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a list of names, not one string")
+        OBSERVERS.get(self.observer)  # ConfigError listing the known observers
+        for name, allowed in (("io_dtype", IO_DTYPES), ("weight_rounding", WEIGHT_ROUNDING)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(
+                    f"{name} {getattr(self, name)!r} is not supported; choose one of: "
+                    f"{list(allowed)}"
+                )
 
     @classmethod
     def from_kwargs(cls, options: Mapping[str, Any]) -> ConvertOptions:

@@ -20,6 +20,10 @@ from bridge.errors import ConfigError, ExportError, ShapeError
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+#: The ONNX opsets that convert end to end here (torch 2.13's TorchScript exporter, ONNX Runtime
+#: and the lowering). Below 9, ORT has no kernels for some old op versions (Relu-1, Gemm-6) and
+#: torch cannot export Upsample or LSTM; torch.onnx.export stops at 23.
+MIN_OPSET, MAX_OPSET = 9, 23
 
 #: Protobuf cannot serialise a message of 2 GiB or more, so a bigger ONNX model needs external
 #: data files, which bridge does not handle (and a TFLite flatbuffer has the same 2 GiB limit).
@@ -39,6 +43,19 @@ class ExportConfig:
     opset: int = DEFAULT_OPSET
     dynamic_batch: bool = False
     input_layouts: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_opset(self.opset)
+
+
+def check_opset(opset: object) -> None:
+    """ConfigError unless `opset` is an ONNX opset that converts end to end here."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(
+            f"opset {opset!r} is not supported: bridge converts with ONNX opset {MIN_OPSET} to "
+            f"{MAX_OPSET} (older opsets lack kernels in ONNX Runtime; torch exports at most "
+            f"{MAX_OPSET}); leave the default {DEFAULT_OPSET} unless you need another"
+        )
 
 
 def export(model: object, example_inputs: Sequence[object], config: ExportConfig) -> OnnxArtifact:
