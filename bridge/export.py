@@ -15,7 +15,7 @@ import onnx
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec, guess_layout
-from bridge.errors import ConfigError, ExportError, ShapeError
+from bridge.errors import ConfigError, ExportError, ModelLoadError, ShapeError
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,42 @@ def _as_module(model: object) -> object:
 
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_no_script_parts(model)
+    for kind, named in (("parameter", model.named_parameters), ("buffer", model.named_buffers)):
+        for name, t in named():
+            if t.device.type == "meta":
+                raise ModelLoadError(
+                    f"{kind} {name!r} is on the meta device (a shape without values): load the "
+                    "weights before converting, e.g. model.to_empty(device='cpu') then "
+                    "model.load_state_dict(...), or load_state_dict(..., assign=True)"
+                )
+            _check_cpu(t, f"the model's {kind} {name!r}")
     return model.eval()
+
+
+def _check_no_script_parts(model: object) -> None:
+    """ExportError for a plain module holding a TorchScript submodule: torch cannot trace it."""
+    import torch
+
+    if isinstance(model, torch.jit.ScriptModule):
+        return  # a ScriptModule as a whole exports as TorchScript
+    for name, sub in model.named_modules():  # type: ignore[attr-defined]
+        if isinstance(sub, torch.jit.ScriptModule):
+            raise ExportError(
+                f"submodule {name!r} is a TorchScript module inside a plain nn.Module, which "
+                "torch.onnx.export cannot trace; pass the unscripted module, or script the "
+                "whole model (torch.jit.script(model)) and convert that"
+            )
+
+
+def _check_cpu(t: object, what: str) -> None:
+    """ConfigError unless `t` is on the CPU, where bridge traces and verifies."""
+    device = t.device  # type: ignore[attr-defined]
+    if device.type != "cpu":
+        raise ConfigError(
+            f"{what} is on {device}; bridge traces and verifies on the CPU: move the model and "
+            "the example inputs there first (model.cpu(), x.cpu())"
+        )
 
 
 def _check_batch(module: object, inputs: tuple, outputs: list, out_names: list[str]) -> None:
@@ -176,6 +211,12 @@ def _check_inputs(example_inputs: Sequence[object]) -> tuple:
     for i, t in enumerate(inputs):
         if not isinstance(t, torch.Tensor):
             raise ShapeError(f"example_inputs[{i}] is a {type(t).__name__}, not a torch.Tensor")
+        if t.device.type == "meta":
+            raise ShapeError(
+                f"example_inputs[{i}] is on the meta device, which holds no values, so nothing "
+                "can be traced or verified; pass real CPU tensors (for example torch.randn(...))"
+            )
+        _check_cpu(t, f"example_inputs[{i}]")
         if t.numel() == 0:
             raise ShapeError(
                 f"example_inputs[{i}] has shape {tuple(t.shape)}, with no elements; give an "
@@ -312,10 +353,17 @@ def _trace_scope(module: object, inputs: tuple, kind: str, modules: dict) -> str
 
 @contextlib.contextmanager
 def _module_trail(module: object) -> Iterator[list[str]]:
-    """Record the qualified names of modules entered, so a failure can name where it happened."""
+    """Record the qualified names of modules entered, so a failure can name where it happened.
+
+    TorchScript modules take no hooks (and run compiled code), so they are left out.
+    """
+    import torch
+
     trail: list[str] = []
     handles = []
     for name, sub in module.named_modules():  # type: ignore[attr-defined]
+        if isinstance(sub, torch.jit.ScriptModule):
+            continue
         label = f"{name or '<root>'} ({type(sub).__name__})"
 
         def hook(_mod, _args, _label=label):

@@ -22,10 +22,12 @@ from bridge.errors import (
     CalibrationError,
     ConfigError,
     ExportError,
+    ModelLoadError,
     OutputDirError,
     ShapeError,
     UnsupportedOpError,
 )
+from bridge.verify import tolerances
 from tests.reliability.conftest import run_cli, snapshot, tiny_cnn
 
 # --- operators with no lowering -------------------------------------------------------------
@@ -435,3 +437,87 @@ def test_wrong_number_of_names(tmp_path: Path) -> None:
     model, inputs = tiny_cnn()
     with pytest.raises(ConfigError, match=r"2 input names given \(\['a', 'b'\]\) but the model"):
         bridge.convert(model, inputs, tmp_path / "out", input_names=["a", "b"])
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"verify_samples": -1}, r"verify_samples must be an integer ≥ 0, got -1"),
+        ({"verify_samples": 2.5}, r"verify_samples must be an integer ≥ 0, got 2\.5"),
+        ({"opset": 5}, r"opset 5 is not supported: bridge converts with ONNX opset 9 to 23 \("),
+        ({"opset": 24}, r"opset 24 is not supported: bridge converts with ONNX opset 9 to 23"),
+        ({"observer": "minmx"}, r"unknown observer 'minmx'"),
+        ({"io_dtype": "int4"}, r"io_dtype 'int4' is not supported; choose one of"),
+        ({"weight_rounding": "ada"}, r"weight_rounding 'ada' is not supported; choose one of"),
+        ({"seed": -3}, r"seed must be an integer ≥ 0, got -3"),
+        ({"input_names": "image"}, r"input_names must be a list of names, not one string"),
+    ],
+    ids=lambda v: str(v) if not isinstance(v, dict) else "-".join(f"{k}={x}" for k, x in v.items()),
+)
+def test_bad_option_values_are_refused_up_front(
+    tmp_path: Path, options: dict, expected: str
+) -> None:
+    model, inputs = tiny_cnn()
+    with pytest.raises(ConfigError, match=expected):
+        bridge.convert(model, inputs, tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+# --- models and inputs that torch.onnx.export cannot trace as given ---------------------------
+
+
+def test_example_input_on_meta_device(tmp_path: Path) -> None:
+    with pytest.raises(ShapeError) as info:
+        bridge.convert(nn.Linear(8, 4), (torch.empty(1, 8, device="meta"),), tmp_path / "out")
+    assert "example_inputs[0] is on the meta device, which holds no values" in str(info.value)
+    assert "pass real CPU tensors" in str(info.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_weights_on_meta_device(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(8, 4, device="meta"))
+    with pytest.raises(ModelLoadError) as info:
+        bridge.convert(model, (torch.randn(1, 8),), tmp_path / "out")
+    assert "parameter '0.weight' is on the meta device" in str(info.value)
+    assert "load the weights" in str(info.value)
+
+
+def test_script_module_converts_and_verifies(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    linear = nn.Linear(8, 4).eval()
+    scripted = torch.jit.script(linear)
+    x = torch.randn(2, 8)
+    conv = bridge.convert(scripted, (x,), tmp_path / "out")
+    floor = tolerances.floor("fp32", "torch_vs_tflite")
+    sqnr = conv.report["parity"]["torch_vs_tflite"]["output_0"]["sqnr_db"]
+    assert conv.passed and sqnr >= floor, conv.report["parity"]
+    (got,) = _run_tflite(conv.tflite_path, x.numpy())
+    np.testing.assert_allclose(got, linear(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _run_tflite(path: Path, *arrays: np.ndarray) -> list[np.ndarray]:
+    """LiteRT on `path` with `arrays` as its inputs, in order; its outputs in order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), arrays, strict=True):
+        interp.set_tensor(d["index"], x)
+    interp.invoke()
+    return [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+
+
+class _HoldsScripted(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.ReLU(), torch.jit.script(nn.Linear(8, 4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def test_scripted_submodule_in_plain_module_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ExportError) as info:
+        bridge.convert(_HoldsScripted(), (torch.randn(1, 8),), tmp_path / "out")
+    assert "submodule 'body.1' is a TorchScript module inside a plain nn.Module" in str(info.value)
+    assert "torch.jit.script(model)" in str(info.value)
