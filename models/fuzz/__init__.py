@@ -15,17 +15,23 @@ and concat of two tensors (any earlier tensor of a fitting shape, so graphs bran
 merge), add/mul by a broadcast parameter, max/avg/global pooling, reshape, flatten,
 transpose, activations (`ACTIVATIONS`) and norms (batch, layer, group, instance). Shapes are
 tracked while drawing, so every spec is a valid model.
+
+Families (`FAMILIES`, shares in `Limits`): besides plain graphs, a model may hold a
+data-dependent Python branch (`branch`), an LSTM/GRU read from its final state (`rnn`), or a
+constant output beside the input-dependent one (`constant`); see `families.py`.
 """
 
 from __future__ import annotations
 
 from models.fuzz.build import FuzzNet, build, random_inputs
+from models.fuzz.families import FAMILIES, draw_family, family_of
 from models.fuzz.generate import OPS, fuzz_specs, generate
 from models.fuzz.sources import HypothesisSource, RandomSource, Source
 from models.fuzz.spec import ACTIVATIONS, FuzzSpec, Layer, Limits, out_shape
 
 __all__ = [
     "ACTIVATIONS",
+    "FAMILIES",
     "OPS",
     "FuzzNet",
     "FuzzSpec",
@@ -35,6 +41,8 @@ __all__ = [
     "RandomSource",
     "Source",
     "build",
+    "draw_family",
+    "family_of",
     "fuzz_specs",
     "generate",
     "out_shape",

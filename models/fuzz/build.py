@@ -8,6 +8,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.fuzz.family_layers import (
+    THRESHOLD_SAMPLES,
+    THRESHOLD_SEED,
+    Branch,
+    ConstantOutput,
+    Recurrent,
+    place_thresholds,
+)
 from models.fuzz.spec import FuzzSpec, Layer, Shape
 
 
@@ -130,6 +138,12 @@ def _module(layer: Layer, shape: Shape) -> nn.Module:
         return _norm(p, shape)
     if op == "const":
         return _Const(p["kind"], tuple(p["shape"]))
+    if op == "branch":
+        return Branch(p)
+    if op == "rnn":
+        return Recurrent(p, shape)
+    if op == "constant":
+        return ConstantOutput(p["kind"], tuple(p["shape"]))
     return _Fn(op, p)
 
 
@@ -170,6 +184,9 @@ def build(spec: FuzzSpec) -> tuple[FuzzNet, tuple[torch.Tensor, ...]]:
         model = FuzzNet(spec).eval()
         gen = torch.Generator().manual_seed(spec.seed + 1)
         _randomise_norms(model, gen)
+        if any(ly.op == "branch" for ly in spec.layers):
+            samples = random_inputs(spec, spec.seed + THRESHOLD_SEED, THRESHOLD_SAMPLES)
+            place_thresholds(model, spec, samples)
         inputs = tuple(torch.randn(s, generator=gen) for s in spec.inputs)
     return model, inputs
 

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from models.fuzz.families import draw_branch, draw_constant, draw_family, draw_rnn
 from models.fuzz.sources import HypothesisSource, Source
 from models.fuzz.spec import ACTIVATIONS, FuzzSpec, Layer, Limits, Shape, out_shape
 
@@ -191,8 +192,8 @@ def _fits(shape: Shape, lim: Limits) -> bool:
     return all(d >= 1 for d in shape) and math.prod(shape) <= lim.max_elements
 
 
-def _draw_input(src: Source, lim: Limits) -> Shape:
-    rank = src.choice((4, 2, 3))
+def _draw_input(src: Source, lim: Limits, rank: int | None = None) -> Shape:
+    rank = rank or src.choice((4, 2, 3))
     if rank == 4:
         return (1, src.integer(1, 8), src.integer(1, lim.max_side), src.integer(1, lim.max_side))
     if rank == 3:
@@ -200,42 +201,101 @@ def _draw_input(src: Source, lim: Limits) -> Shape:
     return (1, src.integer(1, 4 * lim.max_side))
 
 
-def generate(src: Source, limits: Limits | None = None) -> FuzzSpec:
-    """Draw one model from `src`. Always valid: shapes are checked while drawing."""
-    lim = limits or Limits()
-    first = _draw_input(src, lim)
+def _draw_inputs(src: Source, lim: Limits, rank: int | None) -> tuple[list[Shape], list[Layer]]:
+    """One or two inputs; a second input always feeds the first layer, with the first."""
+    first = _draw_input(src, lim, rank)
     inputs = [first]
     layers: list[Layer] = []
     if lim.max_inputs > 1 and src.flag(20):
-        # A second input always feeds the first layer, together with the first input.
         second = first if src.flag(70) else (*first[:1], src.integer(1, 8), *first[2:])
         inputs.append(second)
         op = src.choice(("add", "mul", "concat")) if second == first else "concat"
         layers.append(Layer(op, (0, 1), {"dim": 1} if op == "concat" else {}))
+    return inputs, layers
+
+
+def _draw_layer(src: Source, shapes: list[Shape], lim: Limits) -> Layer | None:
+    """A random layer from `OPS` on a random earlier tensor, or None if it does not fit."""
+    a = len(shapes) - 1 if src.flag(65) else src.integer(0, len(shapes) - 1)
+    op = src.choice(tuple(OPS))
+    drawn = OPS[op](src, a, shapes, lim)
+    return None if drawn is None else Layer(op, *drawn)
+
+
+def generate(src: Source, limits: Limits | None = None) -> FuzzSpec:
+    """Draw one model from `src`. Always valid: shapes are checked while drawing.
+
+    The family (`draw_family`) decides whether the model also holds a data-dependent branch,
+    a recurrent layer read from its state, or a constant output."""
+    lim = limits or Limits()
+    family = draw_family(src, lim)
+    inputs, layers = _draw_inputs(src, lim, 3 if family == "recurrent" else None)
     shapes = [*inputs, *(out_shape(ly, [inputs[i] for i in ly.inputs]) for ly in layers)]
-    target = src.integer(1, lim.max_layers)
+    if family == "recurrent":
+        layers.append(Layer("rnn", (len(shapes) - 1,), draw_rnn(src, shapes[-1], lim)))
+        shapes.append(out_shape(layers[-1], [shapes[-1]]))
+    target = _draw_target(src, lim, family, len(layers))
+    branch_at = src.integer(len(layers), max(len(layers), target - 1))
     tries = 0
     while len(layers) < target and tries < 4 * lim.max_layers:
         tries += 1
-        a = len(shapes) - 1 if src.flag(65) else src.integer(0, len(shapes) - 1)
-        op = src.choice(tuple(OPS))
-        drawn = OPS[op](src, a, shapes, lim)
-        if drawn is None:
+        if family == "branch" and len(layers) == branch_at:
+            layer = draw_branch(src, len(inputs), len(shapes) - 1)
+        else:
+            layer = _draw_layer(src, shapes, lim)
+        if layer is None:
             continue
-        layer = Layer(op, *drawn)
         shape = out_shape(layer, [shapes[i] for i in layer.inputs])
         if not _fits(shape, lim):
             continue
         layers.append(layer)
         shapes.append(shape)
+    if family == "branch" and not any(ly.op == "branch" for ly in layers):
+        layers.append(draw_branch(src, len(inputs), len(shapes) - 1))
+        shapes.append(shapes[-1])
     if not layers:
         layers.append(Layer("act", (0,), {"kind": "relu"}))
         shapes.append(shapes[0])
-    outputs = [len(shapes) - 1]
-    made = list(range(len(inputs), len(shapes) - 1))
-    if lim.max_outputs > 1 and made and src.flag(25):
-        outputs.append(src.choice(made))
+    outputs = _draw_outputs(src, lim, len(inputs), layers, family)
+    if family == "constant":
+        layers.append(Layer("constant", (0,), draw_constant(src, lim)))
+        outputs.append(len(shapes))
     return FuzzSpec(tuple(inputs), tuple(layers), tuple(outputs), seed=src.integer(0, 2**16))
+
+
+def _draw_target(src: Source, lim: Limits, family: str, placed: int) -> int:
+    """How many layers to draw: 0-2 after a recurrent layer (so its state is often the output
+    itself), else up to the limit with room for a constant or fallback branch layer."""
+    if family == "recurrent":
+        return placed + src.integer(0, 2)
+    extra = 1 if family in ("branch", "constant") else 0
+    return src.integer(1, max(1, lim.max_layers - extra))
+
+
+def _draw_outputs(
+    src: Source, lim: Limits, n_in: int, layers: list[Layer], family: str
+) -> list[int]:
+    """The last tensor; a branch or rnn layer that feeds no output is an output itself; else
+    sometimes an intermediate tensor (never beside a constant output)."""
+    n = n_in + len(layers)
+    feeding = _ancestors(layers, n_in, [n - 1])
+    special = [n_in + j for j, ly in enumerate(layers) if ly.op in ("branch", "rnn")]
+    outputs = [n - 1, *(t for t in special if t not in feeding)]
+    made = list(range(n_in, n - 1))
+    if family == "plain" and len(outputs) < lim.max_outputs and made and src.flag(25):
+        outputs.append(src.choice(made))
+    return outputs
+
+
+def _ancestors(layers: list[Layer], n_in: int, outputs: list[int]) -> set[int]:
+    """Every tensor some output depends on, the outputs included."""
+    seen, todo = set(), list(outputs)
+    while todo:
+        t = todo.pop()
+        if t not in seen:
+            seen.add(t)
+            todo.extend(layers[t - n_in].inputs if t >= n_in else ())
+    return seen
 
 
 def fuzz_specs(limits: Limits | None = None) -> Any:

@@ -40,6 +40,19 @@ class Limits:
     max_elements: int = 4096
     max_inputs: int = 2
     max_outputs: int = 2
+    #: Shares (in %) of the model families beyond plain layer graphs (see `generate.FAMILIES`):
+    #: a data-dependent Python branch, a recurrent layer read from its state, a constant output.
+    branch_percent: int = 12
+    recurrent_percent: int = 12
+    constant_percent: int = 12
+
+    def family_shares(self) -> dict[str, int]:
+        """Family name → share in %, the special families only ("plain" takes the rest)."""
+        return {
+            "branch": self.branch_percent,
+            "recurrent": self.recurrent_percent,
+            "constant": self.constant_percent,
+        }
 
 
 @dataclass(frozen=True)
@@ -129,4 +142,23 @@ def out_shape(layer: Layer, ins: Sequence[Shape]) -> Shape:
         return (x[0], math.prod(x[1:]))
     if op == "transpose":
         return tuple(x[i] for i in p["perm"])
-    return x  # add, mul, const, act, norms keep the first input's shape
+    if op == "rnn":
+        return rnn_shape(p, x)
+    if op == "constant":
+        return tuple(p["shape"])
+    return x  # add, mul, const, act, norms and branch keep the first input's shape
+
+
+def rnn_shape(p: dict[str, Any], x: Shape) -> Shape:
+    """The shape an `rnn` layer returns from a [batch, time, features] input, by `p["read"]`."""
+    batch, time, hidden = x[0], x[1], p["hidden"]
+    read = p["read"]
+    if read == "y":
+        return (batch, time, hidden)
+    if read in ("h_n", "c_n"):
+        return (p["layers"], batch, hidden)
+    if read == "h_last":
+        return (batch, hidden)
+    if read == "linear_h":
+        return (batch, p["out"])
+    raise ValueError(f"unknown rnn read {read!r}")
