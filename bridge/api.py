@@ -214,6 +214,7 @@ def convert(
         )
     return _write(
         out,
+        overwrite=opts.overwrite,
         report=report,
         exported=exported,
         optimised=optimised,
@@ -353,7 +354,8 @@ def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdi
     return report
 
 
-def _write(out: Path, *, report, exported, optimised, qdq, lowered, feeds, reference):
+def _write(out: Path, *, overwrite, report, exported, optimised, qdq, lowered, feeds, reference):
+    """Stage every file beside `out`, then swap the folder in (re-checked under its lock)."""
     from bridge.verify.html import render_html
     from bridge.verify.report import render_markdown
 
@@ -373,7 +375,14 @@ def _write(out: Path, *, report, exported, optimised, qdq, lowered, feeds, refer
         (tmp / FILES["report"]).write_text(json.dumps(report, indent=1, default=_json_default))
         names += [FILES["tflite"], FILES["samples"], FILES["markdown"], FILES["html"]]
         names.append(FILES["report"])
-        placed = outdir.commit(tmp, out, names, replaces=FILES.values())
+        placed = outdir.commit(
+            tmp,
+            out,
+            names,
+            replaces=FILES.values(),
+            fingerprint=report["fingerprint"],
+            overwrite=overwrite,
+        )
     return Conversion(
         tflite_path=placed[FILES["tflite"]],
         onnx_path=placed[FILES["opt"]],

@@ -43,8 +43,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BridgeError as e:
         print(f"bridge: error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("bridge: interrupted; the output folder is unchanged", file=sys.stderr)
+    except KeyboardInterrupt as e:  # outdir says so when the folder was swapped meanwhile
+        told = str(e) or "the conversion in progress wrote nothing"
+        print(f"bridge: interrupted; {told}", file=sys.stderr)
         return 130
 
 

@@ -1,16 +1,34 @@
-"""The output folder: files are staged beside it and moved in only when the conversion passed."""
+"""The output folder: staged in a sibling folder, then swapped in whole by one rename.
+
+A conversion into PARENT/OUT writes its files into PARENT/.OUT.bridge-staging-<pid>-<random>,
+hard-links the old OUT's other entries (the user's own files) into it, and then, holding an
+fcntl lock on PARENT/.OUT.bridge-lock, checks OUT again and exchanges the two folders with
+renameat2(RENAME_EXCHANGE): at every instant OUT is the whole old or the whole new folder.
+Where that call is missing, OUT is renamed to PARENT/.OUT.bridge-backup-* and the new folder
+into its place; the next run restores a backup if it finds OUT missing. A staging folder is
+flock-ed by its process while it lives, so the next conversion into OUT removes those of dead
+processes. SIGINT and SIGTERM wait until the swap is done; during staging, SIGTERM removes the
+staging folder as Ctrl-C does and then ends the process as usual.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
+import glob
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
+import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from bridge.errors import OutputDirError
@@ -18,13 +36,26 @@ from bridge.errors import OutputDirError
 log = logging.getLogger(__name__)
 
 REPORT = "report.json"
+STAGING, BACKUP, LOCK = "bridge-staging", "bridge-backup", "bridge-lock"
+LEGACY_STAGING = ".bridge-staging-"  # what earlier versions left inside the folder: dropped
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+NO_EXCHANGE = (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP)  # the call or the file system lacks it
+
+
+class _Terminated(BaseException):
+    """SIGTERM arrived while staging; raised so the staging folder is removed first."""
 
 
 def check_target(path: Path, *, fingerprint: str, overwrite: bool) -> None:
-    """Refuse an unwritable folder, or one that holds a different model (unless `overwrite`)."""
+    """Refuse an unusable folder, or one that holds a different model (unless `overwrite`).
+
+    Also clears what dead conversions into `path` left beside it (see `sweep`).
+    """
     if path.exists() and not path.is_dir():
         raise OutputDirError(f"output path {path} exists and is not a folder; choose another -o")
-    probe = path if path.exists() else _existing_parent(path)
+    real = _real(path)
+    _refuse_unswappable(path, real)
+    probe = _existing_parent(real)
     try:  # a real write: os.access says yes to root even on read-only file systems
         with tempfile.TemporaryFile(dir=probe):
             pass
@@ -32,6 +63,13 @@ def check_target(path: Path, *, fingerprint: str, overwrite: bool) -> None:
         raise OutputDirError(
             f"cannot write to {probe} ({e.strerror}); choose a writable output folder"
         ) from e
+    sweep(real)
+    _check_fingerprint(path, fingerprint=fingerprint, overwrite=overwrite)
+
+
+def _check_fingerprint(path: Path, *, fingerprint: str, overwrite: bool) -> None:
+    if path.exists() and not path.is_dir():
+        raise OutputDirError(f"output path {path} exists and is not a folder; choose another -o")
     report = path / REPORT
     if overwrite or not report.exists():
         return
@@ -46,6 +84,25 @@ def check_target(path: Path, *, fingerprint: str, overwrite: bool) -> None:
         )
 
 
+def _refuse_unswappable(path: Path, real: Path) -> None:
+    """The folder is replaced by a rename: not a mount point, not the current folder."""
+    if real.exists() and os.path.ismount(real):
+        raise OutputDirError(
+            f"output folder {path} is a mount point, which cannot be replaced by a rename; "
+            f"choose a folder inside it, e.g. -o {path / 'model'}"
+        )
+    cwd = Path.cwd().resolve()
+    if real == cwd or real in cwd.parents:
+        raise OutputDirError(
+            f"output folder {path} is the current folder or holds it; bridge replaces the "
+            "whole folder, which would leave you in a deleted one: run from elsewhere"
+        )
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
 def _existing_parent(path: Path) -> Path:
     for parent in path.absolute().parents:
         if parent.exists():
@@ -53,52 +110,220 @@ def _existing_parent(path: Path) -> Path:
     return Path("/")
 
 
+def _siblings(path: Path, kind: str) -> list[Path]:
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.{kind}-*"))
+
+
+def sweep(path: Path) -> None:
+    """Remove staging and backup folders of `path` left by dead processes; restore a lost one."""
+    if not path.parent.is_dir():
+        return
+    with _locked(path):
+        backups = sorted(_siblings(path, BACKUP), key=lambda p: p.lstat().st_ctime)
+        if backups and not os.path.lexists(path):
+            log.warning("restoring %s from %s (a commit died half-way)", path, backups[-1])
+            os.rename(backups.pop(), path)
+        for folder in backups + [s for s in _siblings(path, STAGING) if not _held(s)]:
+            log.info("removing %s, left by a conversion that died", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _held(folder: Path) -> bool:
+    """Whether a live process holds `folder`'s flock (every staging folder has one)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return True  # gone already, or not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold PARENT/.NAME.bridge-lock (flock); the file is removed on release."""
+    lock = path.parent / f".{path.name}.{LOCK}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputDirError(f"cannot create the lock file {lock}: {e.strerror}") from e
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break  # not unlinked by the holder we waited for
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def staging(path: Path) -> Iterator[Path]:
     """A private folder beside `path` to write into; removed afterwards whatever happens."""
-    parent = _existing_parent(path / "x") if not path.exists() else path
+    real = _real(path)
+    made = _make_folders(real.parent)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=".bridge-staging-", dir=parent))
+        with _locked(real):  # so that no sweep sees it before it is held
+            tmp = Path(
+                tempfile.mkdtemp(prefix=f".{real.name}.{STAGING}-{os.getpid()}-", dir=real.parent)
+            )
+            fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-        raise OutputDirError(f"cannot create a staging folder in {parent}: {e}") from e
+        _remove_empty(made)
+        raise OutputDirError(
+            f"cannot create a staging folder in {real.parent} ({e.strerror}); "
+            "choose an output folder whose parent is writable"
+        ) from e
+    with _sigterm_like_sigint():
+        try:
+            yield tmp
+        finally:
+            os.close(fd)
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not real.exists():
+                _remove_empty(made)
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; returns those created, outermost first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
     try:
-        yield tmp
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputDirError(f"cannot create output folder {folder}: {e.strerror}") from e
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in reversed(folders):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_like_sigint() -> Iterator[None]:
+    """Turn SIGTERM into an exception for the block, then end the process by SIGTERM.
+
+    Only where SIGTERM would kill the process anyway (its handler is the default one).
+    """
+    main = threading.current_thread() is threading.main_thread()
+    if not main or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)  # the usual exit status of a SIGTERM
+        raise
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def commit(
-    staged: Path, path: Path, names: list[str], *, replaces: Iterable[str] = ()
+    staged: Path,
+    path: Path,
+    names: list[str],
+    *,
+    replaces: Iterable[str] = (),
+    fingerprint: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
-    """Move `names` from `staged` into `path`; a Ctrl-C arriving meanwhile waits until it is done.
+    """Swap `staged` (from `staging(path)`) in at `path` in one step; returns where `names` are.
 
-    A new folder appears in a single rename. In an existing folder the old report goes first
-    (a folder without report.json is visibly incomplete), then the files in `replaces` that
-    this commit does not bring, then each new file (an atomic rename), the report last.
+    `staged` first receives the old folder's entries that are neither in `names` nor in
+    `replaces` (the user's files). With `fingerprint`, the target is checked again under the
+    lock, as check_target does, so of two conversions into one folder only one can win.
+    SIGINT and SIGTERM arriving meanwhile wait until the swap is done.
     """
+    real = _real(path)
+    with _deferred_signals(path) as swapped, _locked(real):
+        if fingerprint is not None:
+            _check_fingerprint(path, fingerprint=fingerprint, overwrite=overwrite)
+        if real.exists():
+            _carry_over(real, staged, skip={*names, *replaces})
+            staged.chmod(real.stat().st_mode & 0o7777)
+        else:
+            staged.chmod(0o777 & ~_umask())
+        _swap(staged, real)
+        swapped.append(True)
     ordered = [n for n in names if n != REPORT] + [n for n in names if n == REPORT]
-    with _deferred_interrupt():
-        if not path.exists() and sorted(os.listdir(staged)) == sorted(names):
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                staged.chmod(0o777 & ~_umask())
-                os.rename(staged, path)
-                return {name: path / name for name in ordered}
-            except OSError:
-                log.debug("could not rename %s to %s; moving file by file", staged, path)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise OutputDirError(f"cannot create output folder {path}: {e}") from e
-        (path / REPORT).unlink(missing_ok=True)
-        for name in set(replaces) - set(names):
-            (path / name).unlink(missing_ok=True)
-        placed: dict[str, Path] = {}
-        for name in ordered:
-            target = path / name
-            os.replace(staged / name, target)
-            placed[name] = target
-    return placed
+    return {name: path / name for name in ordered}
+
+
+def _carry_over(old: Path, new: Path, *, skip: set[str]) -> None:
+    """Hard-link (or copy) the entries of `old` that are not in `skip` into `new`."""
+    for entry in os.scandir(old):
+        if entry.name in skip or entry.name.startswith(LEGACY_STAGING):
+            continue
+        src, dst = Path(entry.path), new / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(src), dst)
+        elif entry.is_dir():
+            shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(src, dst)
+
+
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _swap(new: Path, path: Path) -> None:
+    """Put folder `new` at `path` by one rename; the old folder, if any, is removed."""
+    if not os.path.lexists(path):
+        os.rename(new, path)
+        return
+    exchange = _renameat2()
+    if exchange is not None:
+        sys.audit("bridge.outdir.exchange", str(new), str(path))
+        if exchange(AT_FDCWD, os.fsencode(new), AT_FDCWD, os.fsencode(path), RENAME_EXCHANGE) == 0:
+            shutil.rmtree(new, ignore_errors=True)  # `new` names the old folder now
+            return
+        code = ctypes.get_errno()
+        if code not in NO_EXCHANGE:
+            raise OutputDirError(f"cannot replace {path}: {os.strerror(code)}")
+    backup = path.parent / f".{path.name}.{BACKUP}-{os.getpid()}-{secrets.token_hex(4)}"
+    os.rename(path, backup)
+    try:
+        os.rename(new, path)
+    except OSError as e:
+        os.rename(backup, path)
+        raise OutputDirError(f"cannot replace {path}: {e.strerror}") from e
+    shutil.rmtree(backup, ignore_errors=True)
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """The C library's renameat2, or None where it has none."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
 
 
 def _umask() -> int:
@@ -108,16 +333,31 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def _deferred_interrupt() -> Iterator[None]:
-    """Hold SIGINT until the block ends (main thread only: signals are delivered there)."""
+def _deferred_signals(path: Path) -> Iterator[list[bool]]:
+    """Hold SIGINT and SIGTERM until the block ends (main thread only: they arrive there).
+
+    The block appends to the yielded list once the folder is swapped; a Ctrl-C held over the
+    swap then becomes a KeyboardInterrupt that says the folder holds the new model.
+    """
+    swapped: list[bool] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield swapped
         return
     caught: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum))
+        for s in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(s) not in (None, signal.SIG_IGN)
+    }
     try:
-        yield
+        yield swapped
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(caught):
+            if s == signal.SIGINT and swapped and previous[s] is signal.default_int_handler:
+                raise KeyboardInterrupt(
+                    f"{path} holds the new model (verified; the interrupt came as it was "
+                    "being moved in)"
+                )
+            signal.raise_signal(s)

@@ -43,8 +43,9 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def staging_leftovers(*folders: Path) -> list[Path]:
-    """Any `.bridge-staging-*` folder left in `folders`."""
-    return [p for f in folders if f.exists() for p in f.glob(".bridge-staging-*")]
+    """Any staging folder, backup folder or lock file of bridge's left in `folders`."""
+    patterns = (".*bridge-staging-*", ".*bridge-backup-*", ".*bridge-lock")
+    return [p for f in folders if f.exists() for pat in patterns for p in f.glob(pat)]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
