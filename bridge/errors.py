@@ -42,6 +42,23 @@ class LoweringError(BridgeError):
     """ONNX → TFLite lowering failed."""
 
 
+class RuntimeCrashError(LoweringError):
+    """LiteRT crashed natively (a signal or abort) on the .tflite; caught in a child process.
+
+    Attributes name what crashed and where: `signal` (e.g. "SIGSEGV", or "exit status N"),
+    `stage` ("load", "allocate", "invoke" or "release") and the first op whose inclusion crashes it
+    (`op_index`, `op_type`, `tensor`: its output's name), each None when unknown.
+    """
+
+    def __init__(self, message: str, **site: Any) -> None:
+        super().__init__(message)
+        self.signal: str | None = site.get("signal")
+        self.stage: str | None = site.get("stage")
+        self.op_index: int | None = site.get("op_index")
+        self.op_type: str | None = site.get("op_type")
+        self.tensor: str | None = site.get("tensor")
+
+
 class PassError(BridgeError):
     """A graph pass broke the model (numerically or structurally)."""
 

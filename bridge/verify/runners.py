@@ -17,6 +17,7 @@ import onnx
 from bridge.contract import IOContract, to_layout
 from bridge.errors import BridgeError, LoweringError, ModelLoadError, ShapeError
 from bridge.registry import Registry
+from bridge.verify import sandbox
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,9 @@ class LiteRTRunner:
 
     The .tflite's inputs and outputs follow `contract` (NHWC images when `contract.nhwc`);
     feeds and results are in `user_contract`'s layout, converted at the boundary.
+
+    Each model (and each new input shape) runs first in a child process (`sandbox.probe`), so a
+    native LiteRT crash raises RuntimeCrashError naming the op instead of killing the process.
     """
 
     name = "litert"
@@ -149,6 +153,10 @@ class LiteRTRunner:
 
         self.contract = user_contract or contract
         self.tflite_contract = contract
+        self._model = model
+        self._options = sandbox.Options(num_threads, preserve_all_tensors)
+        self._probed: set[tuple] = set()  # input shapes probed in a child besides the declared
+        sandbox.probe(model, self._options)
         kwargs: dict = {
             "num_threads": num_threads,
             "experimental_preserve_all_tensors": preserve_all_tensors,
@@ -182,14 +190,25 @@ class LiteRTRunner:
 
     def _run(self, feeds: Mapping[str, np.ndarray]) -> Arrays:
         interp = self.interpreter
-        for user_spec, spec, detail in zip(
-            self.contract.inputs, self.tflite_contract.inputs, self._inputs, strict=True
-        ):
-            x = to_layout(np.asarray(feeds[user_spec.name]), user_spec, spec)
-            if tuple(detail["shape"]) != x.shape:
-                interp.resize_tensor_input(detail["index"], list(x.shape))
-                interp.allocate_tensors()
-            interp.set_tensor(detail["index"], _quantize_io(x, detail))
+        values = {
+            detail["index"]: _quantize_io(
+                to_layout(np.asarray(feeds[user.name]), user, spec), detail
+            )
+            for user, spec, detail in zip(
+                self.contract.inputs, self.tflite_contract.inputs, self._inputs, strict=True
+            )
+        }
+        resized = [d for d in self._inputs if tuple(d["shape"]) != values[d["index"]].shape]
+        shapes = tuple(v.shape for v in values.values())
+        if resized and shapes not in self._probed:  # new shapes run new kernel code
+            sandbox.probe(self._model, self._options, feeds=[values])
+            self._probed.add(shapes)
+        for detail in resized:
+            interp.resize_tensor_input(detail["index"], list(values[detail["index"]].shape))
+        if resized:
+            interp.allocate_tensors()
+        for index, value in values.items():
+            interp.set_tensor(index, value)
         # variable tensors (an LSTM's state) carry over between runs; every sample starts
         # from the zero state the torch and ONNX models start from
         interp.reset_all_variables()
