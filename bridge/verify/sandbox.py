@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.errors import RuntimeCrashError
+from bridge.errors import ModelLoadError, RuntimeCrashError
 from bridge.verify import crash_site, litert_child
 
 #: A child that has not finished by then is taken as hung (int16x8 runs on slow reference
@@ -86,8 +86,12 @@ def probe(
 
     Raises:
         RuntimeCrashError: the child died; names the signal, the stage and the op.
+        ModelLoadError: `model` is a path that cannot be read.
     """
-    data = bytes(model) if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
+    try:
+        data = bytes(model) if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
+    except OSError as e:
+        raise ModelLoadError(f"cannot read the .tflite model {model}: {e}") from e
     shapes = None if feeds is None else tuple(tuple(sorted(_shapes(f))) for f in feeds)
     key = (hashlib.sha256(data).hexdigest(), options, shapes)
     if key in _PASSED:
@@ -147,7 +151,9 @@ def _crash_error(
 def crash_message(result: ChildResult, site: crash_site.CrashSite | None) -> str:
     """One line: what crashed, at which op, and what to do."""
     if site is None:
-        where = "(no single op to blame: every truncated copy runs)"
+        where = (
+            "(no single op could be blamed: the file does not parse, or every copy cut short runs)"
+        )
     else:
         output = f" (output tensor '{site.tensor}')" if site.tensor else ""
         where = f"at op #{site.op_index} {site.op_type}{output}, the first op whose inclusion "

@@ -17,7 +17,7 @@ import torch
 
 from bridge import cli
 from bridge.contract import IOContract, TensorSpec
-from bridge.errors import RuntimeCrashError
+from bridge.errors import ModelLoadError, RuntimeCrashError
 from bridge.lower import graph_edit, tflite_io
 from bridge.verify import sandbox
 from bridge.verify.runners import LiteRTRunner
@@ -195,3 +195,10 @@ def test_abort_message_names_signal_glibc_detail_stage_and_op() -> None:
     ), msg
     assert not sandbox.ChildResult(3, "allocate", "").crashed  # a Python error: reported in-process
     assert sandbox.ChildResult(None, "invoke", "").how.startswith("no answer within")
+
+
+def test_missing_or_garbage_file_is_still_a_model_load_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match=r"missing\.tflite"):
+        LiteRTRunner(tmp_path / "missing.tflite", CONTRACT)
+    with pytest.raises(ModelLoadError, match="LiteRT cannot load"):
+        LiteRTRunner(b"TFL3 is not enough", CONTRACT)
