@@ -14,7 +14,7 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.errors import ModelLoadError
-from bridge.verify import parity
+from bridge.verify import noise, parity
 from bridge.verify.runners import LiteRTRunner, OrtRunner
 
 
@@ -65,19 +65,23 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
     stored = load_folder(path)
     root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
     runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
+    qdq = None
     if (root / FILES["qdq"]).exists() and mode in ("int8", "int16x8"):
-        runners["qdq"] = OrtRunner(_load_onnx(root / FILES["qdq"]), contract)
+        qdq = _load_onnx(root / FILES["qdq"])
+        runners["qdq"] = OrtRunner(qdq, contract)
     tflite = _load_tflite(root / FILES["tflite"])
     runners["tflite"] = LiteRTRunner(tflite, stored.tflite_contract, user_contract=contract)
-    results = parity.run_all(runners, stored.feeds)
-    results["torch"] = stored.reference
+    samples = parity.run_all(runners, stored.feeds)
+    samples["torch"] = parity.split(stored.reference, samples["ort"])
     tensors = report.get("quantization", {}).get("tensors", {})
     verdict = parity.check(
-        results,
+        samples,
         mode=mode,
         output_names=contract.output_names,
-        model=report.get("model"),
         lsb_scales=output_scales(tensors, contract.output_names),
+        predicted=None
+        if qdq is None
+        else noise.predict(qdq, contract, stored.feeds, samples["torch"]),
     )
     return {
         **report,

@@ -11,7 +11,7 @@ import numpy as np
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
-from bridge.verify import parity
+from bridge.verify import noise, parity
 from bridge.verify.feeds import random_feeds
 from bridge.verify.folder import output_scales
 from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
@@ -29,9 +29,14 @@ RUNTIME_NAMES = {
 
 @dataclass
 class GateResult:
-    """Every runtime's outputs and the verdict over its pairs."""
+    """Every runtime's outputs and the verdict over its pairs.
+
+    `samples` holds each runtime's outputs per sample; `results` the same joined on axis 0, as
+    verify.npz stores them.
+    """
 
     results: dict[str, dict[str, np.ndarray]]
+    samples: dict[str, list[dict[str, np.ndarray]]]
     verdict: dict[str, Any]
     runtimes: tuple[str, ...]
     batched: dict[str, Any] | None = None
@@ -50,7 +55,10 @@ def verification_feeds(
     samples: int,
     seed: int,
 ) -> list[dict[str, np.ndarray]]:
-    """The example inputs, then `samples` held-out calibration samples or seeded random ones."""
+    """The example inputs, then `samples` held-out calibration samples or seeded random ones.
+
+    The example inputs are always sample 0: the model's own input is always judged.
+    """
     # export() has checked these: one torch tensor per contract input (or a lone tensor)
     tensors = (example_inputs,) if hasattr(example_inputs, "shape") else tuple(example_inputs)
     feeds = [
@@ -76,9 +84,11 @@ def run_gate(
     dynamic_batch: bool = False,
     seed: int = 0,
 ) -> GateResult:
-    """Run torch, ORT, [QDQ ORT] and LiteRT on `feeds`; check every pair `mode` gates.
+    """Run torch, ORT, [QDQ ORT] and LiteRT on `feeds`; judge every pair `mode` gates on every
+    sample. Quantized modes also run the rounding-noise model (`noise.predict`) for their floors.
 
-    With `dynamic_batch`, parity is also checked at batch CHECK_BATCH.
+    With `dynamic_batch`, parity is also checked at batch CHECK_BATCH. `model_name` is kept
+    for the caller's report only: every model is judged by the same rules.
 
     Raises:
         ConfigError: dynamic_batch was asked but a runtime cannot run CHECK_BATCH.
@@ -92,22 +102,47 @@ def run_gate(
     runners["tflite"] = LiteRTRunner(
         lowered.data, lowered.contract, user_contract=optimised.contract
     )
-    results = parity.run_all(runners, feeds)
+    samples = parity.run_all(runners, feeds)
     scales = quantized_output_scales(qdq)
     names = optimised.contract.output_names
+    noisy = qdq if "qdq" in runners else None
     verdict = parity.check(
-        results, mode=mode, output_names=names, model=model_name, lsb_scales=scales
+        samples,
+        mode=mode,
+        output_names=names,
+        lsb_scales=scales,
+        predicted=_predict(noisy, feeds, samples),
     )
-    gate = GateResult(results=results, verdict=verdict, runtimes=tuple(runners))
+    gate = GateResult(
+        results={k: parity.concat(v) for k, v in samples.items()},
+        samples=samples,
+        verdict=verdict,
+        runtimes=tuple(runners),
+    )
     if dynamic_batch:
         feed = random_feeds(optimised.contract, seed=seed + 100, batch=CHECK_BATCH)
-        batched = _run_batch(runners, feed)
+        batched = {k: [v] for k, v in _run_batch(runners, feed).items()}
         gate.batched = parity.check(
-            batched, mode=mode, output_names=names, model=model_name, lsb_scales=scales
+            batched,
+            mode=mode,
+            output_names=names,
+            lsb_scales=scales,
+            predicted=_predict(noisy, [feed], batched),
         )
         verdict["failures"] += [f"batch {CHECK_BATCH}: {f}" for f in gate.batched["failures"]]
         verdict["passed"] = verdict["passed"] and gate.batched["passed"]
     return gate
+
+
+def _predict(
+    qdq: OnnxArtifact | None,
+    feeds: Sequence[Mapping[str, np.ndarray]],
+    samples: Mapping[str, Sequence[Mapping[str, np.ndarray]]],
+) -> dict[str, list[float]] | None:
+    """The noise model's SQNR to torch per output and feed; None without a QDQ model."""
+    if qdq is None or "torch" not in samples:
+        return None
+    return noise.predict(qdq.model, qdq.contract, feeds, samples["torch"])
 
 
 def quantized_output_scales(qdq: OnnxArtifact | None) -> dict[str, float]:

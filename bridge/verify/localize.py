@@ -277,14 +277,14 @@ def fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _export_floor(inputs: LayerInputs) -> float:
-    return tolerances.floor(inputs.mode, "torch_vs_ort", model=inputs.model_name)
+    return tolerances.floor(inputs.mode, "torch_vs_ort")
 
 
 def _floor(inputs: LayerInputs, link: Link) -> float | None:
     if link.floor is None:
         return None
     mode, pair = link.floor
-    return tolerances.floor(mode or inputs.mode, pair, model=inputs.model_name)
+    return tolerances.floor(mode or inputs.mode, pair)
 
 
 def localize_dir(

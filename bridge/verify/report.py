@@ -6,7 +6,8 @@ from typing import Any
 
 
 def parity_rows(report: dict[str, Any]) -> list[list[str]]:
-    """One row per (runtime pair, output): pair, output, SQNR, max abs, cosine, top-1, floor, ok."""
+    """One row per (runtime pair, output), its worst sample's numbers: pair, output, SQNR,
+    max abs, cosine, top-1 (over all samples), LSB, floor, which sample of how many, ok."""
     rows = []
     for pair, outputs in report.get("parity", {}).items():
         for name, c in outputs.items():
@@ -21,7 +22,8 @@ def parity_rows(report: dict[str, Any]) -> list[list[str]]:
                     f"{c['cosine']:.6f}",
                     top1,
                     lsb,
-                    f"{c['min_sqnr_db']:.0f}",
+                    f"{c['min_sqnr_db']:.1f}",
+                    _worst(c),
                     "PASS" if c["passed"] else "FAIL",
                 ]
             )
@@ -37,8 +39,15 @@ PARITY_HEADER = [
     "top-1",
     "LSB max/p99",
     "floor dB",
+    "worst sample",
     "result",
 ]
+
+
+def _worst(c: dict[str, Any]) -> str:
+    """ "i of n" (sample 0 is the example input); empty for reports written before per-sample
+    judging."""
+    return "" if c.get("sample") is None else f"{c['sample']} of {c['samples']}"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -60,9 +69,16 @@ def summary_line(report: dict[str, Any]) -> str:
     size = report.get("sizes", {}).get("tflite_bytes", 0) / 1e6
     secs = report.get("seconds", {}).get("total", 0.0)
     verdict = "verified" if report.get("passed") else "FAILED"
+    state = report.get("lowering", {}).get("stateful_tensors")
+    stateful = (
+        f"; STATEFUL: {len(state)} variable tensors keep state between invokes, call "
+        "Interpreter.reset_all_variables() before each one"
+        if state
+        else ""
+    )
     return (
         f"{report.get('model') or 'model'} [{report.get('mode')}, {report.get('layout')}]: "
-        f"{size:.2f} MB, {secs:.1f} s, {verdict}"
+        f"{size:.2f} MB, {secs:.1f} s, {verdict}{stateful}"
     )
 
 

@@ -12,7 +12,7 @@ from bridge.contract import IOContract
 from bridge.lower import tflite_io
 from bridge.verify import tolerances
 from bridge.verify.runners import LiteRTRunner
-from tests.parity.conftest import zoo_params
+from tests.parity.conftest import check_floors, zoo_params
 
 #: fp16 stores weights in half the bytes; graph structure and int32 constants stay as they are,
 #: so the ratio is checked only where weights dominate the file.
@@ -37,18 +37,10 @@ def _check_contract(result: bridge.Conversion, name: str) -> None:
     assert result.report["layout"] == "NCHW"
 
 
-def _check_floors(report: dict, mode: str) -> None:
-    for pair in tolerances.pairs(mode):
-        floor = tolerances.floor(mode, pair, model=report["model"])
-        for out, c in report["parity"][pair].items():
-            assert c["sqnr_db"] >= floor, f"{pair} {out}: {c['sqnr_db']:.1f} dB < {floor}"
-            assert c["passed"]
-
-
 @pytest.mark.parametrize("name", zoo_params(pytest))
 def test_fp32(name: str, tmp_path: Path) -> None:
     result = _convert(name, None, tmp_path / name)
-    _check_floors(result.report, "fp32")
+    check_floors(result.report)
     _check_contract(result, name)
     assert result.onnx_path.name == "model.opt.onnx" and result.onnx_path.exists()
     assert (tmp_path / name / "report.json").exists()
@@ -58,7 +50,7 @@ def test_fp32(name: str, tmp_path: Path) -> None:
 def test_fp16(name: str, tmp_path: Path) -> None:
     fp32 = _convert(name, None, tmp_path / "fp32")
     result = _convert(name, "fp16", tmp_path / "fp16")
-    _check_floors(result.report, "fp16")
+    check_floors(result.report)
     _check_contract(result, name)
     model = tflite_io.load(result.tflite_path.read_bytes())
     tensors = model.subgraphs[0].tensors

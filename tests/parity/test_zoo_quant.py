@@ -13,7 +13,7 @@ import models
 from bridge.lower import tflite_io
 from bridge.verify import tolerances
 from bridge.verify.structure import audit_integer
-from tests.parity.conftest import zoo_params
+from tests.parity.conftest import check_floors, zoo_params
 
 #: 3 of these are held out for verification (see bridge.api._keep_some), 13 calibrate.
 CALIBRATION_SAMPLES = 16
@@ -53,14 +53,6 @@ def convert(name: str, mode: str, out: Path, **extra: object) -> bridge.Conversi
         **models.convert_options(name),
         **extra,
     )
-
-
-def check_floors(report: dict) -> None:
-    mode = report["mode"]
-    for pair in tolerances.pairs(mode):
-        floor = tolerances.floor(mode, pair, model=report["model"])
-        for out, c in report["parity"][pair].items():
-            assert c["passed"] and c["sqnr_db"] >= floor, f"{pair} {out}: {c['sqnr_db']:.1f}"
 
 
 def tensor_types(path: Path) -> dict[str, int]:

@@ -35,7 +35,7 @@ def _calibration(name: str) -> list[tuple[np.ndarray, ...]]:
 def check_clean(layers: dict, mode: str, model: str | None) -> None:
     """No divergence; torch modules bound and agreeing; most tensors compared on every link."""
     assert layers["first_divergence"] is None, layers["first_divergence"]["explanation"]
-    floor = tolerances.floor(mode, "torch_vs_ort", model=model)
+    floor = tolerances.floor(mode, "torch_vs_ort")
     torch_db = [
         r["metrics"]["torch_vs_ort"]["sqnr_db"]
         for r in layers["rows"]
