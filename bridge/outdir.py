@@ -121,11 +121,21 @@ def sweep(path: Path) -> None:
     with _locked(path):
         backups = sorted(_siblings(path, BACKUP), key=lambda p: p.lstat().st_ctime)
         if backups and not os.path.lexists(path):
-            log.warning("restoring %s from %s (a commit died half-way)", path, backups[-1])
-            os.rename(backups.pop(), path)
+            _restore(backups.pop(), path)
         for folder in backups + [s for s in _siblings(path, STAGING) if not _held(s)]:
             log.info("removing %s, left by a conversion that died", folder)
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _restore(backup: Path, path: Path) -> None:
+    log.warning("restoring %s from %s (a commit died half-way)", path, backup)
+    try:
+        os.rename(backup, path)
+    except OSError as e:
+        raise OutputDirError(
+            f"{path} is missing and its previous version is in {backup}, which cannot be "
+            f"moved back ({e.strerror}); rename it to {path.name} by hand"
+        ) from e
 
 
 def _held(folder: Path) -> bool:
@@ -179,6 +189,9 @@ def staging(path: Path) -> Iterator[Path]:
             )
             fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OutputDirError:
+        _remove_empty(made)
+        raise
     except OSError as e:
         _remove_empty(made)
         raise OutputDirError(
@@ -258,12 +271,17 @@ def commit(
     with _deferred_signals(path) as swapped, _locked(real):
         if fingerprint is not None:
             _check_fingerprint(path, fingerprint=fingerprint, overwrite=overwrite)
-        if real.exists():
-            _carry_over(real, staged, skip={*names, *replaces})
-            staged.chmod(real.stat().st_mode & 0o7777)
-        else:
-            staged.chmod(0o777 & ~_umask())
-        _swap(staged, real)
+        try:
+            if real.exists():
+                _carry_over(real, staged, skip={*names, *replaces})
+                staged.chmod(real.stat().st_mode & 0o7777)
+            else:
+                staged.chmod(0o777 & ~_umask())
+            _swap(staged, real)
+        except OSError as e:
+            raise OutputDirError(
+                f"cannot move the new model into {path} ({e.strerror}); the folder is unchanged"
+            ) from e
         swapped.append(True)
     ordered = [n for n in names if n != REPORT] + [n for n in names if n == REPORT]
     return {name: path / name for name in ordered}
@@ -309,7 +327,8 @@ def _swap(new: Path, path: Path) -> None:
     try:
         os.rename(new, path)
     except OSError as e:
-        os.rename(backup, path)
+        with contextlib.suppress(OSError):  # else the next run's sweep restores it
+            os.rename(backup, path)
         raise OutputDirError(f"cannot replace {path}: {e.strerror}") from e
     shutil.rmtree(backup, ignore_errors=True)
 
