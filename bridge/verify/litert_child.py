@@ -12,8 +12,11 @@ in-process and reports as usual. Any other status, or a signal: a native crash.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import warnings
+from typing import NoReturn
 
 import numpy as np
 
@@ -98,5 +101,42 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def serve() -> None:
+    """Zygote mode (`--serve`): import numpy and LiteRT once, then fork one child per request.
+
+    A request is a JSON line {"argv": [MODEL, FEEDS, THREADS, PRESERVE], "out": path, "err":
+    path}; the child writes its stdout to "out" and its stderr to "err". Two JSON lines answer
+    it: {"pid": ...} once it started and {"status": ...} once it ended (negative: the signal).
+    Ends when its input does (the parent exited).
+    """
+    from ai_edge_litert.interpreter import Interpreter  # noqa: F401  imported once for every fork
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            _forked(request)
+        print(json.dumps({"pid": pid}), flush=True)
+        _, status = os.waitpid(pid, 0)
+        print(json.dumps({"status": os.waitstatus_to_exitcode(status)}), flush=True)
+
+
+def _forked(request: dict) -> NoReturn:
+    """The forked child: redirect stdout and stderr, run, exit without the zygote's cleanup."""
+    code = 1
+    try:
+        for fd, key in ((1, "out"), (2, "err")):
+            target = os.open(request[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        code = main(request["argv"])
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if sys.argv[1:] == ["--serve"]:
+        serve()
+    else:
+        sys.exit(main(sys.argv[1:]))

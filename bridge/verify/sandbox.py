@@ -2,10 +2,11 @@
 segfault, an abort, a glibc double free) is a RuntimeCrashError naming the op, not a dead process.
 
 `probe` runs `litert_child.py` (load, allocate, invoke twice from the reset state, read the
-outputs) in a fresh `python` process that imports only numpy and LiteRT; that costs about 0.15 s
-on a small model. A model that ran cleanly is remembered for the process's life by its SHA-256,
-interpreter options and input shapes, so each .tflite is probed once. When the child dies, the
-crash site is found by bisection (`crash_site.locate`) in further children.
+outputs, release) in a child forked from a zygote process that has imported numpy and LiteRT
+once (`zygote`): the first probe of a process costs about 0.15 s of CPU, later ones little more
+than the model's own load and invoke. A model that ran cleanly is remembered for the process's
+life by its SHA-256, interpreter options and input shapes, so each .tflite is probed once. When
+the child dies, the crash site is found by bisection (`crash_site.locate`) in further children.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.errors import ModelLoadError, RuntimeCrashError
-from bridge.verify import crash_site, litert_child
+from bridge.verify import crash_site, litert_child, zygote
 
 #: A child that has not finished by then is taken as hung (int16x8 runs on slow reference
 #: kernels, so this is generous).
@@ -107,24 +108,51 @@ def probe(
 
 
 def run_child(model: Path, options: Options, *, feeds: Path | None) -> ChildResult:
-    """Run `litert_child.py` on `model` and say how it ended."""
+    """Run `litert_child.main` on `model` in a forked child of the zygote (a one-shot `python`
+    child if the zygote cannot be used) and say how it ended."""
     argv = [
-        sys.executable,
-        litert_child.__file__,
         str(model),
         str(feeds) if feeds is not None else "-",
         str(options.num_threads),
         "1" if options.preserve_all_tensors else "0",
     ]
+    out, err = model.with_suffix(".out"), model.with_suffix(".err")
+    try:
+        code = zygote.run(argv, out, err, env=child_env(), timeout=PROBE_TIMEOUT_S)
+        stdout, stderr = _read(out), _read(err)
+    except zygote.ZygoteError:
+        code, stdout, stderr = _one_shot(argv)
+    return ChildResult(code, _last_stage(stdout), _detail(stderr) if code is not None else "")
+
+
+def child_env() -> dict[str, str]:
+    """The environment of the children: no Python fault handler (its dump would hide glibc's
+    message), glibc's fatal messages on stderr, and one BLAS thread so the zygote can fork."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    return {**env, "LIBC_FATAL_STDERR_": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _one_shot(argv: list[str]) -> tuple[int | None, str, str]:
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=PROBE_TIMEOUT_S, env=env, check=False
+            [sys.executable, litert_child.__file__, *argv],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            env=child_env(),
+            check=False,
         )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else e.stdout
-        return ChildResult(None, _last_stage(out or ""), "")
-    return ChildResult(done.returncode, _last_stage(done.stdout), _detail(done.stderr))
+        return None, out or "", ""
+    return done.returncode, done.stdout, done.stderr
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:  # the child died before redirecting its output
+        return ""
 
 
 def _crash_error(

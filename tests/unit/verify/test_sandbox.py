@@ -202,3 +202,31 @@ def test_missing_or_garbage_file_is_still_a_model_load_error(tmp_path: Path) -> 
         LiteRTRunner(tmp_path / "missing.tflite", CONTRACT)
     with pytest.raises(ModelLoadError, match="LiteRT cannot load"):
         LiteRTRunner(b"TFL3 is not enough", CONTRACT)
+
+
+def test_a_crash_kills_only_the_forked_child_not_the_zygote() -> None:
+    from bridge.verify import zygote
+
+    with pytest.raises(RuntimeCrashError):
+        LiteRTRunner(_model(3, crash=True), CONTRACT)
+    server = zygote._ZYGOTE
+    assert server is not None and server.proc.poll() is None
+    x = np.ones((1, 8), np.float32)
+    np.testing.assert_array_equal(
+        LiteRTRunner(_model(3, crash=False), CONTRACT).run({"x": x})["y"], x
+    )
+    assert zygote._ZYGOTE is server and server.proc.poll() is None
+
+
+def test_without_a_zygote_a_one_shot_child_still_catches_the_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from bridge.verify import zygote
+
+    def broken(*args: Any, **kwargs: Any) -> int:
+        raise zygote.ZygoteError("cannot fork here")
+
+    monkeypatch.setattr(zygote, "run", broken)
+    with pytest.raises(RuntimeCrashError) as caught:
+        LiteRTRunner(_model(4, crash=True, at="invoke"), CONTRACT)
+    assert (caught.value.op_index, caught.value.stage) == (4, "invoke"), str(caught.value)
