@@ -41,7 +41,11 @@ def test_lsb_floor_is_k_steps_rms() -> None:
     assert tolerances.lsb_floor_db(256 * step**2, step, "int8", predicted_db=12.0) == 12.0
 
 
-def test_noise_floor_is_prediction_minus_margin_capped_at_fp32() -> None:
+def test_noise_floor_is_prediction_minus_margin_within_its_band() -> None:
     margin = tolerances.NOISE_MARGIN_DB["int8"]
-    assert tolerances.noise_floor_db(30.0, "int8") == 30.0 - margin
-    assert tolerances.noise_floor_db(200.0, "int8") == tolerances.FP32_MIN_SQNR_DB
+    low, high = tolerances.NOISE_FLOOR_BAND_DB["int8"]
+    assert tolerances.noise_floor_db(low + margin + 3.0, "int8") == low + 3.0
+    assert tolerances.noise_floor_db(high + margin + 20.0, "int8") == high  # tail clips pass
+    assert tolerances.noise_floor_db(low, "int8") == low  # too noisy to be a conversion
+    exact = tolerances.SQNR_EXACT_DB
+    assert tolerances.noise_floor_db(exact, "int8") == tolerances.FP32_MIN_SQNR_DB
