@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from bridge import trace_hazards
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec, guess_layout
 from bridge.errors import ConfigError, ExportError, ModelLoadError, ShapeError
@@ -79,6 +80,7 @@ def export(model: object, example_inputs: Sequence[object], config: ExportConfig
                 f"the model fails on the example inputs in {where}: {e}. Check the shapes and "
                 f"dtypes of example_inputs ({_describe(inputs)})"
             ) from e
+    _check_data_hazards(module, inputs)
     in_names = _names(config.input_names, len(inputs), "input")
     out_names = _names(config.output_names, len(outputs), "output")
     if config.dynamic_batch:
@@ -283,8 +285,8 @@ def _torch_export(module, inputs, in_names, out_names, config: ExportConfig) -> 
     if config.dynamic_batch:
         dynamic_axes = {n: {0: "batch"} for n in [*in_names, *out_names]}
     buf = io.BytesIO()
-    with _module_trail(module) as trail, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _module_trail(module) as trail, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         try:
             torch.onnx.export(
                 module,
@@ -304,10 +306,51 @@ def _torch_export(module, inputs, in_names, out_names, config: ExportConfig) -> 
                 "Rewrite that module with ONNX-exportable ops, or wrap it so it is traced in "
                 "eval mode with static shapes"
             ) from e
+    _check_frozen_shapes(module, inputs, caught, config)
     try:
         return onnx.load_from_string(buf.getvalue())
     except Exception as e:
         raise ExportError(f"torch produced an unreadable ONNX model: {e}") from e
+
+
+def _check_data_hazards(module: object, inputs: tuple) -> None:
+    """ExportError if forward() turns a tensor computed from the inputs into a Python value."""
+    with _module_trail(module) as trail:
+        try:
+            hazards = trace_hazards.data_hazards(module, inputs, trail)
+        except Exception as e:  # the model ran without the check: never block on the check
+            log.warning("the tracing-hazard check could not run (%s); continuing without it", e)
+            return
+    if hazards:
+        raise trace_hazards.data_error(hazards)
+
+
+def _check_frozen_shapes(module, inputs: tuple, caught: list, config: ExportConfig) -> None:
+    """ExportError if, with a dynamic batch, a Python value in the user's code follows it.
+
+    Only user lines torch warned about (TracerWarnings outside torch) are suspects; they are
+    harmless at a fixed shape. Retraced at batch 1 and BATCH_REPEAT × the example's, a value
+    that changes is frozen wrongly by the export.
+    """
+    import torch
+
+    suspects = trace_hazards.shape_hazards(caught)
+    for h in suspects:
+        log.debug("the trace freezes %s at %s", h.what, h.where)
+    if not (suspects and config.dynamic_batch):
+        return
+    batch = len(inputs[0]) if inputs[0].dim() else 1
+    others = [tuple(torch.cat([t] * BATCH_REPEAT) if t.dim() else t for t in inputs)]
+    if batch > 1:
+        others.append(tuple(t[:1] if t.dim() else t for t in inputs))
+    try:
+        with torch.inference_mode():
+            found = trace_hazards.batch_hazards(module, inputs, others, suspects)
+    except Exception as e:  # export itself worked; the retrace is only a check
+        log.warning("could not retrace at other batch sizes to check %s: %s", suspects[0].where, e)
+        return
+    if found:
+        raise trace_hazards.shape_error(found, batch)
 
 
 _ATEN_OP = re.compile(r"'(aten::\w+)'")
