@@ -108,6 +108,7 @@ def hybridize(
         "int8_tables": tables,
         "qparams_source": "computed" if computed or not quantized else "qdq",
         "weight_scales": {"qdq": len(done) - computed, "computed": computed},
+        "stateful_tensors": float_tflite.facts.get("stateful_tensors", []),
     }
     return TfliteArtifact(
         data=data, contract=float_tflite.contract, mode="dynamic", source=source, facts=facts

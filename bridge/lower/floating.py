@@ -27,6 +27,7 @@ from bridge.lower import (
     io_contract,
     layout,
     output_order,
+    recurrent,
     tflite_io,
     transposes,
     unsupported,
@@ -71,8 +72,11 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
             "of a contract that is already channel-last"
         )
     _check_onnx_io(artifact)
-    result = run_onnx2tf(artifact.model, keep_shape_inputs=contract.input_names)
+    onnx_in, unrolled = recurrent.runtime_zero_states(artifact.model)
+    result = run_onnx2tf(onnx_in, keep_shape_inputs=contract.input_names)
     model = tflite_io.load(result.tflite)
+    if stateful := recurrent.variable_tensors(model):
+        log.warning("the .tflite keeps state between invokes in %s", stateful)
     errors = unsupported.custom_ops(model, artifact.model)
     if errors:
         first = errors[0]
@@ -111,6 +115,8 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         "backend": backend_name(),
         "correspondence": correspondence.build(located, moved, model, target),
         **op_facts(model),
+        "stateless_recurrent": unrolled,
+        "stateful_tensors": stateful,
         "seconds": round(time.perf_counter() - start, 3),
         "onnx2tf_seconds": round(result.seconds, 3),
     }

@@ -30,6 +30,7 @@ from bridge.lower import (
     int8_pad,
     int8_rewrite,
     int8_weight_only,
+    recurrent,
     tflite_io,
 )
 from bridge.lower.int8_constants import ConstantWriter
@@ -126,6 +127,8 @@ def integerize(
     model = tflite_io.load(float_tflite.data)
     graph = Graph(model)
     matches = int8_match.match_activations(tfl_vals, onnx_vals)
+    # steps of a float recurrent layer match slices of Y by value but stay float32
+    matches.update({t: [] for t in recurrent.float_interior(graph, qdq.float_model)})
     linearized = int8_linear.linearize(graph, matches, qdq)
     fused = int8_fuse.fuse_activations(graph)
     order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}
@@ -169,6 +172,7 @@ def integerize(
         # Quantized QDQ tensors no TFLite tensor holds (e.g. inside an op onnx2tf fused).
         "unmatched_onnx": sorted(qdq.qdq_name(n) for n in set(qdq.activations) - matched),
         "float_lowering": {k: v for k, v in float_tflite.facts.items() if _jsonable(v)},
+        "stateful_tensors": float_tflite.facts.get("stateful_tensors", []),
     }
     log.info(
         "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
