@@ -30,6 +30,7 @@ from bridge.passes.fuse_matmul_add import fuse_matmul_add
 from bridge.passes.fuse_pad_conv import fuse_pad_conv
 from bridge.passes.infer_shapes import infer_shapes
 from bridge.passes.mul_relu_mul import mul_relu_mul
+from bridge.passes.recurrent_last_state import recurrent_last_state
 from bridge.passes.remove_identity import remove_identity
 from bridge.registry import Registry
 from bridge.verify.metrics import SQNR_EXACT_DB
@@ -52,6 +53,7 @@ for _name, _pass in (
     ("mul_relu_mul", mul_relu_mul),
     ("decompose_prelu", decompose_prelu),
     ("flatten_channel_concat", flatten_channel_concat),
+    ("recurrent_last_state", recurrent_last_state),
 ):
     PASSES.register(_name)(_pass)
 
@@ -67,6 +69,7 @@ DEFAULT_PASSES: tuple[str, ...] = (
     "mul_relu_mul",
     "decompose_prelu",
     "flatten_channel_concat",
+    "recurrent_last_state",
     "eliminate_dead_code",
     "infer_shapes",
 )

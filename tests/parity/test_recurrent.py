@@ -1,0 +1,73 @@
+"""LSTM/GRU encoders that read the final hidden state convert and pass parity.
+
+`_, (h, c) = self.lstm(x); return self.fc(h[-1])` is the common speaker / keyword encoder.
+Before the `recurrent_last_state` pass and the stateless lowering, its fp32 conversion failed
+(1 layer: Gemm → CUSTOM ONNX_GEMM; 2 layers: h_n wrong at 12.9 dB; h_n returned directly: shape
+mismatch), and int8 failed parity at 2.4 dB or aborted in LiteRT (glibc double free).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import bridge
+from bridge.lower import tflite_io
+from models.lstm import RecurrentEncoder
+
+SHAPE = (1, 20, 16)
+INT8 = tflite_io.DTYPE_CODES[np.dtype(np.int8)]
+
+
+def _convert(tmp_path, model: torch.nn.Module, **options) -> bridge.Conversion:
+    torch.manual_seed(1)
+    example = (torch.randn(*SHAPE),)
+    return bridge.convert(model.eval(), example, tmp_path / "out", **options)
+
+
+@pytest.mark.parametrize(
+    ("kind", "layers", "read", "batch_first"),
+    [
+        ("lstm", 1, "head", True),
+        ("lstm", 2, "head", False),
+        ("lstm", 3, "head", True),
+        ("lstm", 2, "h_n", True),
+        ("lstm", 1, "h_c", True),
+        ("lstm", 3, "h_c", False),
+        ("gru", 1, "head", False),
+        ("gru", 2, "h_n", True),
+        ("gru", 3, "head", True),
+    ],
+)
+def test_fp32_encoder_reading_h_n(tmp_path, kind, layers, read, batch_first):
+    torch.manual_seed(0)
+    model = RecurrentEncoder(kind, layers=layers, read=read, batch_first=batch_first)
+    result = _convert(tmp_path, model)
+    assert result.report["passed"], result.report["failures"]
+    ops = result.report["lowering"]["op_counts"]
+    assert not [op for op in ops if op.startswith("ONNX_")], ops
+    assert result.report["lowering"]["stateful_tensors"] == []
+    if read == "head":
+        assert ops.get("FULLY_CONNECTED", 0) >= 1, ops
+
+
+@pytest.mark.parametrize("layers", [2, 3])
+def test_int8_lstm_encoder_head_on_h_n(tmp_path, layers):
+    """The LSTM stays float (bridge/quantize/rules.py) and the Linear head runs int8."""
+    torch.manual_seed(0)
+    model = RecurrentEncoder("lstm", layers=layers, read="head")
+    calibration = [(torch.randn(*SHAPE),) for _ in range(16)]
+    result = _convert(tmp_path, model, quantize="int8", calibration=calibration)
+    assert result.report["passed"], result.report["failures"]
+    tfl = tflite_io.load(result.tflite_path.read_bytes())
+    sg = tfl.subgraphs[0]
+    int8_fc = [
+        op
+        for op in sg.operators
+        if tflite_io.op_name(tfl, op) == "FULLY_CONNECTED"
+        and sg.tensors[op.outputs[0]].type == INT8
+    ]
+    assert len(int8_fc) == 1, "the Linear head should be the only int8 FULLY_CONNECTED"
+    float_ops = {f["op"] for f in result.report["lowering"]["float_ops"]}
+    assert {"LOGISTIC", "TANH"} <= float_ops  # the unrolled LSTM cell stays float
