@@ -89,6 +89,7 @@ def export(model: object, example_inputs: Sequence[object], config: ExportConfig
     proto = _torch_export(module, inputs, in_names, out_names, config)
     _check_size(proto.ByteSize(), "exported ONNX model")
     _check_graph_inputs(proto, in_names)
+    _restore_output_names(proto, out_names)
     log.info("exported %d nodes, opset %d", len(proto.graph.node), config.opset)
     return OnnxArtifact(
         proto,
@@ -185,6 +186,15 @@ def _check_graph_inputs(proto: onnx.ModelProto, in_names: list[str]) -> None:
             f"input {listed} does not reach any output, so torch.onnx.export dropped it; "
             "use it in forward() or remove it from the model's inputs"
         )
+
+
+def _restore_output_names(proto: onnx.ModelProto, out_names: list[str]) -> None:
+    """Give back output names torch lost: an output folded to a constant (`self.prior * 2`)
+    keeps the folded tensor's name ('16'); an Identity writes it under its own name again."""
+    for out, name in zip(proto.graph.output, out_names, strict=True):
+        if out.name != name:
+            proto.graph.node.append(onnx.helper.make_node("Identity", [out.name], [name]))
+            out.name = name
 
 
 def _weight_bytes(module: object) -> int:

@@ -47,6 +47,8 @@ def restore_fused_outputs(model: Any, records: Sequence[Mapping[str, Any]]) -> l
         producers = graph_edit.producers(sg)
         if out in producers or out in {int(t) for t in sg.inputs}:
             continue
+        if tflite_io.holds_data(model, sg.tensors[out]):
+            continue  # a constant output (detection anchors): LiteRT returns its data
         name = tflite_io.tensor_name(sg.tensors[out])
         record = by_name.get(name, {})
         fused_tensor = index_of.get(record.get("resolved_tflite_tensor_name", ""), -1)

@@ -30,6 +30,14 @@ def schema() -> Any:
     return s
 
 
+def holds_data(model: Any, tensor: Any) -> bool:
+    """Whether `tensor` is a constant: its buffer holds data (a weight, or a constant output)."""
+    if not 0 < tensor.buffer < len(model.buffers):
+        return False
+    buffer = model.buffers[tensor.buffer]
+    return (buffer.data is not None and len(buffer.data) > 0) or buffer.size > 0
+
+
 def load(data: bytes) -> Any:
     """Parse flatbuffer bytes into a mutable `ModelT`."""
     s = schema()

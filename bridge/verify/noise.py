@@ -64,7 +64,7 @@ def noise_model(qdq: onnx.ModelProto, *, seed: int = NOISE_SEED) -> onnx.ModelPr
     model.CopyFrom(qdq)
     del model.graph.node[:]
     model.graph.node.extend(nodes)
-    used = {i for n in nodes for i in n.input}
+    used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
     model.graph.initializer.extend(kept)
