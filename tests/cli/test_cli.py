@@ -202,3 +202,26 @@ def test_factory_that_fails_is_a_one_line_error(
     assert err.startswith(f"bridge: error: {expected.format(mod=mod)}"), err
     assert len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o").exists()
+
+
+def test_data_dependent_branch_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "branchy.py").write_text(
+        textwrap.dedent("""
+        import torch
+        class Net(torch.nn.Module):
+            def forward(self, x):
+                if x.max() > 6.0:
+                    return x.clamp(max=6.0)
+                return x * 2
+        def build():
+            return Net()
+    """)
+    )
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "convert", "branchy:build", "--input", "x:1x8", "-o", "o")
+    assert code == cli.EXIT_ERROR and out == "", err
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"into a Python bool at {tmp_path / 'branchy.py'}:5 (`if x.max() > 6.0:`)" in err
+    assert not (tmp_path / "o").exists()
