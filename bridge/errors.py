@@ -59,6 +59,21 @@ class RuntimeCrashError(LoweringError):
         self.tensor: str | None = site.get("tensor")
 
 
+class QdqRuleError(LoweringError):
+    """An imported QDQ model's quantization breaks a TFLite integer kernel rule.
+
+    Attributes: `node` (the ONNX node), `tensor` (the tensor whose parameters break it), `rule`
+    (the rule's short name, e.g. "weight_symmetric") and `violations` (every message found).
+    """
+
+    def __init__(self, message: str, **site: Any) -> None:
+        super().__init__(message)
+        self.node: str | None = site.get("node")
+        self.tensor: str | None = site.get("tensor")
+        self.rule: str | None = site.get("rule")
+        self.violations: list[str] = list(site.get("violations", []))
+
+
 class PassError(BridgeError):
     """A graph pass broke the model (numerically or structurally)."""
 
