@@ -1,6 +1,7 @@
 """bridge: PyTorch → TFLite (LiteRT) with every output numerically verified.
 
-Public API: `convert`, `verify`, `Conversion`, `QuantConfig` and the typed errors.
+Public API: `convert`, `convert_qdq` (a QDQ .onnx file), `verify`, `Conversion`, `QuantConfig`
+and the typed errors.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "ShapeError",
     "UnsupportedOpError",
     "convert",
+    "convert_qdq",
     "verify",
 ]
 
@@ -62,6 +64,10 @@ def verify(output_dir: str | Path, *, layers: bool = False) -> dict[str, Any]:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "convert_qdq":  # a QDQ .onnx bridge did not make → integer .tflite, scales kept
+        from bridge.importqdq import convert_qdq
+
+        return convert_qdq
     if name == "QuantConfig":
         from bridge.quantize.config import QuantConfig
 

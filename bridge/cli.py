@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="convert a PyTorch model to a verified .tflite")
     c.add_argument(
         "factory",
-        help="MODULE:FACTORY returning a model or (model, inputs); or zoo:NAME for a bundled model",
+        help="MODULE:FACTORY returning a model or (model, inputs); zoo:NAME for a bundled model; "
+        "or a QDQ .onnx file (e.g. from ONNX Runtime's quantizer), lowered keeping its scales",
     )
     c.add_argument(
         "--input",
@@ -148,6 +149,8 @@ def _convert(args: argparse.Namespace) -> int:
     import bridge
     from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
 
+    if args.factory.endswith(".onnx"):
+        return _convert_qdq(args)
     model, inputs, names = _load_factory(args.factory, args.input)
     options: dict[str, Any] = {
         "nhwc_inputs": args.nhwc,
@@ -173,6 +176,29 @@ def _convert(args: argparse.Namespace) -> int:
         return _convert_modes(args, model, inputs, calibration, options)
     result = bridge.convert(
         model, inputs, args.output, quantize=args.mode, calibration=calibration, **options
+    )
+    print(table(PARITY_HEADER, parity_rows(result.report)))
+    print(summary_line(result.report))
+    print(f"wrote {result.tflite_path}")
+    return EXIT_OK
+
+
+def _convert_qdq(args: argparse.Namespace) -> int:
+    """`bridge convert model.qdq.onnx -o OUT`: a foreign QDQ model, its own scales kept."""
+    from bridge.importqdq import convert_qdq
+    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
+
+    if args.mode or args.modes or (args.calibration or "").startswith("random:"):
+        raise ConfigError(
+            "a QDQ .onnx keeps its own quantization: drop --quantize/--fp16/--modes, and give "
+            "--calibration only as a .npy/.npz file or image folder to verify on"
+        )
+    result = convert_qdq(
+        args.factory,
+        args.output,
+        calibration=args.calibration,
+        nhwc_inputs=args.nhwc,
+        overwrite=args.overwrite,
     )
     print(table(PARITY_HEADER, parity_rows(result.report)))
     print(summary_line(result.report))
