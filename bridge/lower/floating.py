@@ -26,6 +26,7 @@ from bridge.lower import (
     graph_edit,
     io_contract,
     layout,
+    lstm_directions,
     output_order,
     recurrent,
     tflite_io,
@@ -72,10 +73,11 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
             "of a contract that is already channel-last"
         )
     _check_onnx_io(artifact)
-    onnx_in, unrolled = recurrent.runtime_zero_states(artifact.model)
+    onnx_in, split = lstm_directions.split_directions(artifact.model)
+    onnx_in, unrolled = recurrent.runtime_zero_states(onnx_in)
     result = run_onnx2tf(onnx_in, keep_shape_inputs=contract.input_names)
     model = tflite_io.load(result.tflite)
-    if stateful := recurrent.variable_tensors(model):
+    if stateful := recurrent.stateful_tensors(model):
         log.warning("the .tflite keeps state between invokes in %s", stateful)
     errors = unsupported.custom_ops(model, artifact.model)
     if errors:
@@ -116,6 +118,7 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         "correspondence": correspondence.build(located, moved, model, target),
         **op_facts(model),
         "stateless_recurrent": unrolled,
+        "split_lstm_directions": split,
         "stateful_tensors": stateful,
         "seconds": round(time.perf_counter() - start, 3),
         "onnx2tf_seconds": round(result.seconds, 3),

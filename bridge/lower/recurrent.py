@@ -13,7 +13,7 @@ such layer a zero computed from its input, Cast(Less(s, s)) · 0 where s is one 
 row of X: `s < s` is false for every float, NaN and ±inf included, so the state is exactly 0.
 Only the ONNX handed to onnx2tf changes; `model.opt.onnx` and the QDQ model keep the plain state.
 
-`variable_tensors` lists what is still stateful after lowering; the lowering records it in its
+`stateful_tensors` lists what is still stateful after lowering; the lowering records it in its
 facts and warns, and the CLI's summary line says so.
 
 In int8 the recurrent layers stay float (bridge/quantize/rules.py), but their unrolled steps are
@@ -66,11 +66,22 @@ def runtime_zero_states(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[s
     return out, [n.name for n in chosen]
 
 
-def variable_tensors(model: Any) -> list[str]:
-    """Names of the variable (state-keeping) tensors of a parsed TFLite model, all subgraphs."""
-    return [
-        tflite_io.tensor_name(t) for sg in model.subgraphs for t in sg.tensors or [] if t.isVariable
-    ]
+def stateful_tensors(model: Any) -> list[str]:
+    """Variable tensors of a parsed TFLite model that no operator writes, all subgraphs.
+
+    LiteRT keeps a variable tensor's contents from one invoke to the next; one that an operator
+    writes (onnx2tf's RNN state, squeezed from initial_h) is set afresh every invoke.
+    """
+    found = []
+    for sg in model.subgraphs:
+        written = {int(t) for op in sg.operators or [] for t in op.outputs}
+        tensors = sg.tensors or []
+        found += [
+            tflite_io.tensor_name(t)
+            for i, t in enumerate(tensors)
+            if t.isVariable and i not in written
+        ]
+    return found
 
 
 def float_interior(graph: Any, onnx_model: onnx.ModelProto) -> set[int]:

@@ -2,8 +2,9 @@
 
 A .tflite whose LSTM keeps its state in variable tensors is right only when the caller runs
 `reset_all_variables()` before every invoke; invoked as users do, a 3-layer LSTM encoder gave
-cosine 0.73 against torch. Forward LSTMs and GRUs are now lowered without variable tensors, and
-a file that still has some says so in the report and the summary line.
+cosine 0.73 against torch. LSTMs (reverse and bidirectional ones split into forward layers) and
+GRUs are now lowered without variable tensors, and a file that still keeps state says so in the
+report and the summary line.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import bridge
-from bridge.lower import recurrent, tflite_io
+from bridge.artifact import OnnxArtifact
+from bridge.contract import IOContract, TensorSpec
+from bridge.lower import lower_float, recurrent, tflite_io
 from bridge.verify.metrics import sqnr_db
 from bridge.verify.report import summary_line
 from bridge.verify.tolerances import floor
@@ -55,15 +58,26 @@ def test_repeated_invokes_without_reset_match_torch(tmp_path, kind, read):
     assert min(measured) >= floor("fp32", "torch_vs_tflite"), measured
 
 
-def test_a_stateful_file_is_reported_loudly(tmp_path):
-    """A bidirectional LSTM still lowers to LiteRT's sequence kernel with variable state."""
+def test_bidirectional_lstm_is_split_into_stateless_forward_layers(tmp_path):
+    """onnx2tf lowers reverse directions to LiteRT's sequence kernel with variable state."""
     torch.manual_seed(0)
-    model = RecurrentEncoder(layers=1, read="sequence", bidirectional=True).eval()
+    model = RecurrentEncoder(layers=2, read="head", bidirectional=True).eval()
     result = bridge.convert(model, (torch.randn(*SHAPE),), tmp_path / "bi")
-    state = result.report["lowering"]["stateful_tensors"]
-    assert len(state) == 4 and state == _variable_tensors(result.tflite_path)
-    line = summary_line(result.report)
-    assert "STATEFUL: 4 variable tensors" in line and "reset_all_variables()" in line
+    assert result.report["lowering"]["split_lstm_directions"] == ["/rnn/LSTM", "/rnn/LSTM_1"]
+    assert _variable_tensors(result.tflite_path) == []
+
+
+def test_a_stateful_file_is_reported_loudly():
+    """An LSTM with a cell clip still lowers to the sequence kernel with variable state."""
+    model = _layer("LSTM", {})
+    model.graph.node[0].attribute.append(helper.make_attribute("clip", 50.0))
+    contract = IOContract(
+        (TensorSpec("x", (5, 1, 3), "float32"),), (TensorSpec("y", (5, 1, 1, 4), "float32"),)
+    )
+    facts = lower_float(OnnxArtifact(model, contract)).facts
+    assert facts["stateful_tensors"] == ["rnn_h0_state", "rnn_c0_state"]
+    line = summary_line({"mode": "fp32", "passed": True, "lowering": facts})
+    assert "STATEFUL: 2 variable tensors" in line and "reset_all_variables()" in line
 
 
 def _layer(op: str, states: dict[str, np.ndarray | None]) -> onnx.ModelProto:

@@ -30,6 +30,8 @@ def _convert(tmp_path, model: torch.nn.Module, **options) -> bridge.Conversion:
     ("kind", "layers", "read", "batch_first"),
     [
         ("lstm", 1, "head", True),
+        ("lstm-bi", 2, "head", True),
+        ("lstm-bi", 1, "h_c", False),
         ("lstm", 2, "head", False),
         ("lstm", 3, "head", True),
         ("lstm", 2, "h_n", True),
@@ -42,7 +44,14 @@ def _convert(tmp_path, model: torch.nn.Module, **options) -> bridge.Conversion:
 )
 def test_fp32_encoder_reading_h_n(tmp_path, kind, layers, read, batch_first):
     torch.manual_seed(0)
-    model = RecurrentEncoder(kind, layers=layers, read=read, batch_first=batch_first)
+    bidirectional = kind.endswith("-bi")
+    model = RecurrentEncoder(
+        kind.removesuffix("-bi"),
+        layers=layers,
+        read=read,
+        batch_first=batch_first,
+        bidirectional=bidirectional,
+    )
     result = _convert(tmp_path, model)
     assert result.report["passed"], result.report["failures"]
     ops = result.report["lowering"]["op_counts"]
@@ -52,11 +61,11 @@ def test_fp32_encoder_reading_h_n(tmp_path, kind, layers, read, batch_first):
         assert ops.get("FULLY_CONNECTED", 0) >= 1, ops
 
 
-@pytest.mark.parametrize("layers", [2, 3])
-def test_int8_lstm_encoder_head_on_h_n(tmp_path, layers):
+@pytest.mark.parametrize(("layers", "bidirectional"), [(2, False), (3, False), (2, True)])
+def test_int8_lstm_encoder_head_on_h_n(tmp_path, layers, bidirectional):
     """The LSTM stays float (bridge/quantize/rules.py) and the Linear head runs int8."""
     torch.manual_seed(0)
-    model = RecurrentEncoder("lstm", layers=layers, read="head")
+    model = RecurrentEncoder("lstm", layers=layers, read="head", bidirectional=bidirectional)
     calibration = [(torch.randn(*SHAPE),) for _ in range(16)]
     result = _convert(tmp_path, model, quantize="int8", calibration=calibration)
     assert result.report["passed"], result.report["failures"]
