@@ -37,7 +37,23 @@ def load(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
             f"{p} has no QuantizeLinear/DequantizeLinear nodes; give a QDQ model, or convert "
             "the float model from PyTorch with quantize='int8'"
         )
+    _require_constant_params(model, p)
     return model, data
+
+
+def _require_constant_params(model: onnx.ModelProto, path: Path) -> None:
+    """Every Q/DQ scale and zero point must be an initializer or a Constant node's output."""
+    known = {i.name for i in model.graph.initializer}
+    known |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}
+    for node in model.graph.node:
+        params = [x for x in node.input[1:3] if x] if node.op_type in _Q_OPS else []
+        computed = [x for x in params if x not in known]
+        if computed:
+            raise ModelLoadError(
+                f"{path}: {node.op_type} {node.name or node.output[0]!r} takes its scale or zero "
+                f"point {computed[0]!r} from other nodes; fold the constants first (e.g. "
+                "onnxsim, or onnx-graphsurgeon's fold_constants) so every Q/DQ parameter is stored"
+            )
 
 
 def contract(model: onnx.ModelProto) -> IOContract:

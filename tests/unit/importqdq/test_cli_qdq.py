@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnx
 import pytest
 
 import bridge
@@ -37,3 +38,14 @@ def test_api_is_public(cnn_qdq: Path) -> None:
 def test_float_onnx_is_not_a_qdq_model(cnn_float: Path, tmp_path: Path) -> None:
     with pytest.raises(bridge.ModelLoadError, match="no QuantizeLinear/DequantizeLinear"):
         bridge.convert_qdq(cnn_float, tmp_path / "out")
+
+
+def test_computed_zero_point_is_named(cnn_qdq: Path, tmp_path: Path) -> None:
+    """torch's QAT export computes per-channel zero points with a Cast: refused by node name."""
+    model = onnx.load(cnn_qdq)
+    q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear")
+    model.graph.node.insert(0, onnx.helper.make_node("Identity", [q.input[2]], ["zp_copy"]))
+    q.input[2] = "zp_copy"
+    onnx.save(model, tmp_path / "computed.qdq.onnx")
+    with pytest.raises(bridge.ModelLoadError, match=r"point 'zp_copy' from other nodes; fold"):
+        bridge.convert_qdq(tmp_path / "computed.qdq.onnx", tmp_path / "out")
