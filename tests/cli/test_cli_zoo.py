@@ -26,4 +26,4 @@ def test_zoo_model_through_cli(
     assert mode == ("fp16" if flag else "fp32")
     for pair in tolerances.pairs(mode):
         for c in report["parity"][pair].values():
-            assert c["sqnr_db"] >= tolerances.floor(mode, pair, model=name)
+            assert c["sqnr_db"] >= tolerances.floor(mode, pair)
