@@ -28,9 +28,9 @@ from bridge.lower import (
     int8_linear,
     int8_match,
     int8_pad,
+    int8_recurrent,
     int8_rewrite,
     int8_weight_only,
-    recurrent,
     tflite_io,
 )
 from bridge.lower.int8_constants import ConstantWriter
@@ -127,8 +127,8 @@ def integerize(
     model = tflite_io.load(float_tflite.data)
     graph = Graph(model)
     matches = int8_match.match_activations(tfl_vals, onnx_vals)
-    # steps of a float recurrent layer match slices of Y by value but stay float32
-    matches.update({t: [] for t in recurrent.float_interior(graph, qdq.float_model)})
+    # a float recurrent layer's unrolled steps match slices of Y by value but stay float32
+    matches.update({t: [] for t in int8_recurrent.float_interior(graph, qdq_artifact.model)})
     linearized = int8_linear.linearize(graph, matches, qdq)
     fused = int8_fuse.fuse_activations(graph)
     order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}

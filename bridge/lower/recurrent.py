@@ -15,11 +15,7 @@ Only the ONNX handed to onnx2tf changes; `model.opt.onnx` and the QDQ model keep
 
 `stateful_tensors` lists what is still stateful after lowering; the lowering records it in its
 facts and warns, and the CLI's summary line says so.
-
-In int8 the recurrent layers stay float (bridge/quantize/rules.py), but their unrolled steps are
-ordinary tensors that the value matcher and scale propagation would quantize (a step's hidden
-state equals a slice of Y): `float_interior` names them, so that they keep float32 and the state
-is not rounded to Y's scale at every step (that cost a 2-layer encoder 25 dB).
+In int8 the unrolled steps must stay float: see `int8_recurrent.py`.
 """
 
 from __future__ import annotations
@@ -82,49 +78,6 @@ def stateful_tensors(model: Any) -> list[str]:
             if t.isVariable and i not in written
         ]
     return found
-
-
-def float_interior(graph: Any, onnx_model: onnx.ModelProto) -> set[int]:
-    """TFLite tensors computed inside a lowered LSTM/GRU/RNN of `onnx_model`.
-
-    For each recurrent node, the tensors reached walking back from its outputs (found by name)
-    to its inputs, neither included. A node whose walk escapes to a graph input (a boundary
-    tensor was renamed) contributes nothing.
-
-    Args:
-        graph: the `int8_graph.Graph` of the float TFLite lowered from `onnx_model`.
-        onnx_model: the float ONNX model.
-    """
-    by_name = {graph.name(i): i for i in range(len(graph.sg.tensors))}
-    producers = graph.producers()
-    found: set[int] = set()
-    for node in onnx_model.graph.node:
-        if node.op_type not in ("LSTM", "GRU", "RNN"):
-            continue
-        ends = [by_name[o] for o in node.output if o in by_name]
-        stops = {by_name[i] for i in node.input if i in by_name}
-        inside = _walk_back(ends, stops, producers, graph)
-        if inside is not None:
-            found |= inside - set(ends)
-    return found
-
-
-def _walk_back(
-    ends: list[int], stops: set[int], producers: dict[int, Any], graph: Any
-) -> set[int] | None:
-    """Tensors between `stops` and `ends`, or None if the walk reaches a graph input."""
-    seen: set[int] = set()
-    todo = list(ends)
-    while todo:
-        t = todo.pop()
-        if t in seen or t in stops or t < 0 or graph.is_constant(t):
-            continue
-        op = producers.get(t)
-        if op is None:
-            return None
-        seen.add(t)
-        todo.extend(int(i) for i in op.inputs)
-    return seen
 
 
 def _eligible(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:

@@ -4,6 +4,7 @@
 Before the `recurrent_last_state` pass and the stateless lowering, its fp32 conversion failed
 (1 layer: Gemm → CUSTOM ONNX_GEMM; 2 layers: h_n wrong at 12.9 dB; h_n returned directly: shape
 mismatch), and int8 failed parity at 2.4 dB or aborted in LiteRT (glibc double free).
+Integer modes keep the unrolled layer float (bridge/lower/int8_recurrent.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from bridge.lower import tflite_io
 from models.lstm import RecurrentEncoder
 
 SHAPE = (1, 20, 16)
-INT8 = tflite_io.DTYPE_CODES[np.dtype(np.int8)]
+INTEGER = {
+    "int8": tflite_io.DTYPE_CODES[np.dtype(np.int8)],
+    "int16x8": tflite_io.DTYPE_CODES[np.dtype(np.int16)],
+}
 
 
 def _convert(tmp_path, model: torch.nn.Module, **options) -> bridge.Conversion:
@@ -61,22 +65,26 @@ def test_fp32_encoder_reading_h_n(tmp_path, kind, layers, read, batch_first):
         assert ops.get("FULLY_CONNECTED", 0) >= 1, ops
 
 
-@pytest.mark.parametrize(("layers", "bidirectional"), [(2, False), (3, False), (2, True)])
-def test_int8_lstm_encoder_head_on_h_n(tmp_path, layers, bidirectional):
-    """The LSTM stays float (bridge/quantize/rules.py) and the Linear head runs int8."""
+@pytest.mark.parametrize(
+    ("mode", "layers", "bidirectional"),
+    [("int8", 2, False), ("int8", 3, False), ("int8", 2, True), ("int16x8", 2, False)],
+)
+def test_integer_lstm_encoder_head_on_h_n(tmp_path, mode, layers, bidirectional):
+    """The LSTM stays float (bridge/quantize/rules.py) and the Linear head runs integer."""
     torch.manual_seed(0)
     model = RecurrentEncoder("lstm", layers=layers, read="head", bidirectional=bidirectional)
     calibration = [(torch.randn(*SHAPE),) for _ in range(16)]
-    result = _convert(tmp_path, model, quantize="int8", calibration=calibration)
+    result = _convert(tmp_path, model, quantize=mode, calibration=calibration)
     assert result.report["passed"], result.report["failures"]
     tfl = tflite_io.load(result.tflite_path.read_bytes())
     sg = tfl.subgraphs[0]
-    int8_fc = [
+    integer = INTEGER[mode]
+    integer_fc = [
         op
         for op in sg.operators
         if tflite_io.op_name(tfl, op) == "FULLY_CONNECTED"
-        and sg.tensors[op.outputs[0]].type == INT8
+        and sg.tensors[op.outputs[0]].type == integer
     ]
-    assert len(int8_fc) == 1, "the Linear head should be the only int8 FULLY_CONNECTED"
+    assert len(integer_fc) == 1, "the Linear head should be the only integer FULLY_CONNECTED"
     float_ops = {f["op"] for f in result.report["lowering"]["float_ops"]}
     assert {"LOGISTIC", "TANH"} <= float_ops  # the unrolled LSTM cell stays float
