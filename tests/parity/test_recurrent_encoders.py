@@ -24,9 +24,9 @@ INTEGER = {
 }
 
 
-def _convert(tmp_path, model: torch.nn.Module, **options) -> bridge.Conversion:
+def _convert(tmp_path, model: torch.nn.Module, shape=SHAPE, **options) -> bridge.Conversion:
     torch.manual_seed(1)
-    example = (torch.randn(*SHAPE),)
+    example = (torch.randn(*shape),)
     return bridge.convert(model.eval(), example, tmp_path / "out", **options)
 
 
@@ -66,15 +66,24 @@ def test_fp32_encoder_reading_h_n(tmp_path, kind, layers, read, batch_first):
 
 
 @pytest.mark.parametrize(
-    ("mode", "layers", "bidirectional"),
-    [("int8", 2, False), ("int8", 3, False), ("int8", 2, True), ("int16x8", 2, False)],
+    ("mode", "layers", "bidirectional", "sizes"),
+    [
+        ("int8", 2, False, (16, 32, 8)),
+        ("int8", 3, False, (16, 32, 8)),
+        ("int8", 2, True, (16, 32, 8)),
+        ("int8", 2, False, (40, 64, 8)),  # aborted LiteRT before: free(): invalid next size
+        ("int16x8", 2, False, (16, 32, 8)),
+    ],
 )
-def test_integer_lstm_encoder_head_on_h_n(tmp_path, mode, layers, bidirectional):
+def test_integer_lstm_encoder_head_on_h_n(tmp_path, mode, layers, bidirectional, sizes):
     """The LSTM stays float (bridge/quantize/rules.py) and the Linear head runs integer."""
     torch.manual_seed(0)
-    model = RecurrentEncoder("lstm", layers=layers, read="head", bidirectional=bidirectional)
-    calibration = [(torch.randn(*SHAPE),) for _ in range(16)]
-    result = _convert(tmp_path, model, quantize=mode, calibration=calibration)
+    model = RecurrentEncoder(
+        "lstm", layers=layers, read="head", bidirectional=bidirectional, sizes=sizes
+    )
+    shape = (1, SHAPE[1], sizes[0])
+    calibration = [(torch.randn(*shape),) for _ in range(16)]
+    result = _convert(tmp_path, model, shape, quantize=mode, calibration=calibration)
     assert result.report["passed"], result.report["failures"]
     tfl = tflite_io.load(result.tflite_path.read_bytes())
     sg = tfl.subgraphs[0]
