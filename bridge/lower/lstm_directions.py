@@ -31,6 +31,8 @@ def split_directions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
         The model (the same object when nothing changed) and the names of the split nodes.
     """
     graph = model.graph
+    if not any(n.op_type == "LSTM" for n in graph.node):
+        return model, []
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     steps = _time_steps(model)
     plans = {i: s for i, n in enumerate(graph.node) if (s := _steps_if_eligible(n, consts, steps))}

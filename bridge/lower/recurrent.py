@@ -45,6 +45,8 @@ def runtime_zero_states(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[s
     Returns:
         The model (the same object when nothing changed) and the names of the nodes rewritten.
     """
+    if not any(n.op_type in ("LSTM", "GRU") for n in model.graph.node):
+        return model, []
     constants = _constant_arrays(model.graph)
     chosen = [n for n in model.graph.node if _eligible(n, constants)]
     if not chosen:
