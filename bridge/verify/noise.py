@@ -12,6 +12,10 @@ Rounding to the nearest step is, for values spread over many steps, an error uni
 the SQNR that rounding alone leaves at each output. What it leaves out are the failures the
 parity gate exists to catch: ranges that clip the data (a calibration unlike the inputs), wrong
 scales, wrong kernels. `tolerances.noise_floor_db` turns its prediction into a floor.
+
+With ``clip=True`` each noisy tensor is first clipped to its quantized range, as the integer
+model clips it: the prediction for data beyond the calibrated ranges (fresh inputs, not the
+verification samples), where clipping is what the deployed model does by design.
 """
 
 from __future__ import annotations
@@ -32,8 +36,11 @@ from bridge.verify.tolerances import NOISE_DRAWS
 NOISE_SEED = 7919
 
 
-def noise_model(qdq: onnx.ModelProto, *, seed: int = NOISE_SEED) -> onnx.ModelProto:
-    """A copy of `qdq` whose activation rounding is replaced by uniform noise of its own step."""
+def noise_model(
+    qdq: onnx.ModelProto, *, seed: int = NOISE_SEED, clip: bool = False
+) -> onnx.ModelProto:
+    """A copy of `qdq` whose activation rounding is replaced by uniform noise of its own step
+    (after clipping to its quantized range, with `clip`)."""
     graph = qdq.graph
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     producer = {o: n for n in graph.node for o in n.output}
@@ -43,12 +50,14 @@ def noise_model(qdq: onnx.ModelProto, *, seed: int = NOISE_SEED) -> onnx.ModelPr
             readers.setdefault(i, []).append(n)
     outputs = {o.name for o in graph.output}
     grid = _activation_steps(graph.node, consts, readers, outputs)
+    bounds = _bounds(graph.node, consts) if clip else {}
     dq_steps = {
         n.output[0]: grid[n.input[0]][1]
         for n in graph.node
         if n.op_type == "DequantizeLinear" and n.input[0] in grid
     }
     nodes: list[onnx.NodeProto] = []
+    model_consts: list[onnx.TensorProto] = []
     for n in graph.node:
         if n.op_type == "QuantizeLinear" and n.output[0] in grid:
             continue
@@ -56,6 +65,15 @@ def noise_model(qdq: onnx.ModelProto, *, seed: int = NOISE_SEED) -> onnx.ModelPr
             x, step = grid[n.input[0]]
             if _on_grid(producer.get(x), step, dq_steps):
                 nodes.append(helper.make_node("Identity", [x], [n.output[0]]))
+            elif n.input[0] in bounds:
+                clipped = f"{n.output[0]}__clipped"
+                low, high = (
+                    helper.make_tensor(f"{clipped}_{k}", onnx.TensorProto.FLOAT, [], [v])
+                    for k, v in zip(("low", "high"), bounds[n.input[0]], strict=True)
+                )
+                model_consts.extend((low, high))
+                nodes.append(helper.make_node("Clip", [x, low.name, high.name], [clipped]))
+                nodes += _noise_nodes(clipped, n.output[0], step, seed + len(nodes))
             else:
                 nodes += _noise_nodes(x, n.output[0], step, seed + len(nodes))
             continue
@@ -67,7 +85,7 @@ def noise_model(qdq: onnx.ModelProto, *, seed: int = NOISE_SEED) -> onnx.ModelPr
     used = {i for n in nodes for i in n.input} | {o.name for o in model.graph.output}
     kept = [i for i in model.graph.initializer if i.name in used]
     del model.graph.initializer[:]
-    model.graph.initializer.extend(kept)
+    model.graph.initializer.extend([*kept, *model_consts])
     return model
 
 
@@ -76,12 +94,15 @@ def predict(
     contract: IOContract,
     feeds: Sequence[Mapping[str, np.ndarray]],
     reference: Sequence[Mapping[str, np.ndarray]],
+    *,
+    clip: bool = False,
 ) -> dict[str, list[float]]:
-    """{output: the SQNR to `reference` that rounding alone predicts, per feed}.
+    """{output: the SQNR to `reference` that rounding alone (with `clip`, rounding and the
+    quantized ranges) predicts, per feed}.
 
     Each prediction averages the noise power of tolerances.NOISE_DRAWS draws.
     """
-    runner = OrtRunner(noise_model(qdq), contract)
+    runner = OrtRunner(noise_model(qdq, clip=clip), contract)
     predicted: dict[str, list[float]] = {k: [] for k in contract.output_names}
     for feed, ref in zip(feeds, reference, strict=True):
         draws = [runner.run(feed) for _ in range(NOISE_DRAWS)]
@@ -118,6 +139,21 @@ def _activation_steps(
         if all(u.op_type == "DequantizeLinear" for u in users):
             grid[n.output[0]] = (n.input[0], float(scale.ravel()[0]))
     return grid
+
+
+def _bounds(nodes: object, consts: Mapping[str, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """{quantized tensor: (lowest, highest) float value its QuantizeLinear can represent}."""
+    bounds = {}
+    for n in nodes:  # type: ignore[attr-defined]
+        if n.op_type != "QuantizeLinear" or len(n.input) < 3 or n.input[2] not in consts:
+            continue
+        scale, zero = consts.get(n.input[1]), consts[n.input[2]]
+        if scale is None or scale.size != 1 or zero.size != 1:
+            continue
+        info = np.iinfo(zero.dtype)
+        z, s = float(zero.ravel()[0]), float(scale.ravel()[0])
+        bounds[n.output[0]] = ((info.min - z) * s, (info.max - z) * s)
+    return bounds
 
 
 def _on_grid(node: onnx.NodeProto | None, step: float, dq_steps: Mapping[str, float]) -> bool:
