@@ -29,7 +29,7 @@ def describe(path: str | Path) -> str:
 
 
 def _describe_tflite(p: Path, data: bytes) -> str:
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     try:
         model = tflite_io.load(data)

@@ -21,9 +21,9 @@ import numpy as np
 import bridge
 import models
 from bridge.contract import IOContract
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import TorchRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import TorchRunner
 from tools._anchors import onnx2tf_direct
 from tools._bench import latency_ms, print_rows, print_table, run_foreign, write_json
 

@@ -37,8 +37,8 @@ import numpy as np
 import bridge
 import models
 from bridge.contract import IOContract
-from bridge.verify.feeds import random_feeds
-from bridge.verify.runners import TorchRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.runners import TorchRunner
 from tools._anchors import onnx2tf_int8
 from tools._bench import print_rows, print_table, write_json
 from tools.bench_float import measure

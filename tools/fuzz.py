@@ -4,7 +4,7 @@ Each generated model goes through `bridge.convert` in every requested mode. A ca
 
 - converted: convert() returned, and an independent re-check agrees: torch and LiteRT (our own
   interpreter calls on `conversion.tflite_path`, not bridge's runners) on fresh random inputs,
-  each sample judged alone with `bridge.verify.metrics.compare` at the mode's torch ⇄ tflite
+  each sample judged alone with `bridge.runtime.metrics.compare` at the mode's torch ⇄ tflite
   floor, invoked in a row without `reset_all_variables()` (as users do), then the first sample
   once more, which must give the same result (a stateful file does not);
 - refused: convert() raised a `BridgeError` (a typed, explained refusal);
@@ -43,9 +43,9 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
+from bridge.runtime.metrics import compare
+from bridge.runtime.tolerances import FP32_MIN_SQNR_DB, floor, noise_floor_db, rule
 from bridge.verify import noise
-from bridge.verify.metrics import compare
-from bridge.verify.tolerances import FP32_MIN_SQNR_DB, floor, noise_floor_db, rule
 from models.fuzz import FuzzSpec, Limits, build, family_of, fuzz_specs, random_inputs
 from tools._bench import print_table, write_json
 from tools._isolate import Died, Isolated

@@ -34,7 +34,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from bridge.contract import IOContract
-from bridge.verify.feeds import random_feeds
+from bridge.runtime.feeds import random_feeds
 from tools._bench import print_table, write_json
 
 

@@ -18,10 +18,10 @@ import numpy as np
 from bridge import outdir
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import parity
-from bridge.verify.feeds import random_feeds
 from bridge.verify.folder import output_scales
-from bridge.verify.runners import LiteRTRunner, OrtRunner
 
 
 def feeds(

@@ -21,9 +21,10 @@ from typing import Any
 import onnx
 
 from bridge.contract import CHANNEL_LAST, IOContract
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
 from bridge.lower.layout import channel_first_perm
 from bridge.lower.transposes import Moved
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

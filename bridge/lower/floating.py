@@ -29,12 +29,12 @@ from bridge.lower import (
     lstm_directions,
     output_order,
     recurrent,
-    tflite_io,
     transposes,
     unsupported,
 )
 from bridge.lower.modes import MODES
 from bridge.lower.onnx2tf_driver import backend_name, run_onnx2tf
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 TRANSPOSE_CONV_BIAS_VERSION = 3
 

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
 from bridge.lower.floating import lower_float, op_facts, reject_qdq
 from bridge.lower.modes import MODES
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

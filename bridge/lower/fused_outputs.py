@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 #: TFLite ActivationFunctionType → the standalone builtin op that computes it.
 ACTIVATION_OPS = {1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH"}

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 
 def consumers(subgraph: Any) -> dict[int, list[int]]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 #: Option tables of the operators the lowering creates: name → (options class, union field).
 _OPTIONS = {

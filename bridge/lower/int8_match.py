@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
-from bridge.verify.feeds import random_feeds
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import int8_kernels, tflite_io
+from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_constants import TYPE_CODES, ConstantWriter
 from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_linear import FC_KEEP_DIMS_VERSION
 from bridge.lower.int8_qdq import QdqModel
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

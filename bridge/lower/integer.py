@@ -31,12 +31,12 @@ from bridge.lower import (
     int8_recurrent,
     int8_rewrite,
     int8_weight_only,
-    tflite_io,
 )
 from bridge.lower.int8_constants import ConstantWriter
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import onnx
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 #: (contract dtype, .tflite dtype) pairs that are accepted: the runners cast at the boundary.
 COMPATIBLE_DTYPES = {("int64", "int32")}

@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 #: The highest rank TFLite's TRANSPOSE takes.
 MAX_PERM_RANK = 6

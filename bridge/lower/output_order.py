@@ -17,9 +17,10 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
-from bridge.lower import layout, tflite_io
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
+from bridge.lower import layout
+from bridge.runtime import tflite_io
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
 
 log = logging.getLogger(__name__)
 

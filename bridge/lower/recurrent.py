@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

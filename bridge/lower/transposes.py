@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import onnx
 
 from bridge.errors import UnsupportedOpError
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 #: ONNX op type → how to express it with ops that lower (a decomposition or a workaround).
 SUGGESTIONS: dict[str, str] = {

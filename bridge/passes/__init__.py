@@ -33,8 +33,8 @@ from bridge.passes.mul_relu_mul import mul_relu_mul
 from bridge.passes.recurrent_last_state import recurrent_last_state
 from bridge.passes.remove_identity import remove_identity
 from bridge.registry import Registry
-from bridge.verify.metrics import SQNR_EXACT_DB
-from bridge.verify.tolerances import PASS_MIN_SQNR_DB
+from bridge.runtime.metrics import SQNR_EXACT_DB
+from bridge.runtime.tolerances import PASS_MIN_SQNR_DB
 
 __all__ = ["DEFAULT_PASSES", "MAX_REPEATS", "PASSES", "GraphPass", "PassResult", "run_passes"]
 

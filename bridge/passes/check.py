@@ -10,9 +10,9 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.errors import PassError, ShapeError
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import SQNR_EXACT_DB, sqnr_db
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import SQNR_EXACT_DB, sqnr_db
+from bridge.runtime.runners import OrtRunner
 
 #: One graph input or output: (name, element type, dims or None); a dim is an int or None.
 Signature = tuple[tuple[str, int, tuple[int | None, ...] | None], ...]

@@ -198,7 +198,7 @@ def _float_stats(
     layers: Sequence[_Layer],
 ) -> _FloatStats:
     """Run the float model over `samples` and keep what the correction needs, keyed by bias."""
-    from bridge.verify.runners import OrtRunner
+    from bridge.runtime.runners import OrtRunner
 
     runner = OrtRunner(float_model, qdq.contract, extra_outputs=[x.float_output for x in layers])
     stats = _FloatStats()

@@ -65,7 +65,7 @@ def calibrate(
     """
     if config.activation_dtype is None:
         raise ConfigError(f"mode {config.mode!r} needs no calibration")
-    from bridge.verify.runners import OrtRunner
+    from bridge.runtime.runners import OrtRunner
 
     contract = artifact.contract
     plan = build_plan(artifact.model, config)

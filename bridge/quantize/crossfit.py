@@ -127,7 +127,7 @@ class CrossFit:
                 2 * MIN_FOLD,
             )
             return None
-        from bridge.verify.tolerances import floor
+        from bridge.runtime.tolerances import floor
 
         findings = [
             f
@@ -158,7 +158,7 @@ class CrossFit:
         folds: tuple[Fold, Fold],
     ) -> list[Finding]:
         from bridge.quantize.qdq import quantize_model
-        from bridge.verify.runners import OrtRunner
+        from bridge.runtime.runners import OrtRunner
 
         fit, test = folds
         observed = {t: o for t, o in fit.observers.items() if o.count > 0}

@@ -293,7 +293,7 @@ def channel_ranges(
     artifact: OnnxArtifact, samples: Sequence[Mapping[str, np.ndarray]], tensors: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Per-channel (`CHANNEL_AXIS`) width max(x, 0) − min(x, 0) of `tensors` over `samples`."""
-    from bridge.verify.runners import OrtRunner
+    from bridge.runtime.runners import OrtRunner
 
     runner = OrtRunner(artifact.model, artifact.contract, extra_outputs=list(tensors))
     lo: dict[str, np.ndarray] = {}

@@ -101,7 +101,7 @@ def excused_links(layers: Mapping[str, Any], outputs: set[str]) -> set[str]:
 def _blame(row: Mapping[str, Any], kind: str, suspects: list[tuple[str, str]]) -> tuple[str, str]:
     """The layer to name: a quantized tensor carries its own error; otherwise the first layer
     after the last agreeing tensors. A torch value is bound to the output of a module whose
-    inputs agree (see bridge.verify.module_map), so an export error lies inside that module's
+    inputs agree (see bridge.runtime.module_map), so an export error lies inside that module's
     scope: the first suspect there."""
     if kind == "quantization" or not suspects:
         return row["node"], row["op"]

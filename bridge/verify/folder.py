@@ -14,8 +14,8 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.errors import ModelLoadError
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import noise, parity
-from bridge.verify.runners import LiteRTRunner, OrtRunner
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _load_samples(path: Path, contract: IOContract):
 def _load_tflite(path: Path) -> bytes:
     """The .tflite bytes, checked structurally first: LiteRT trusts its input and can crash
     the process (segmentation fault) on a truncated or corrupted flatbuffer."""
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     try:
         data = path.read_bytes()

@@ -11,10 +11,10 @@ import numpy as np
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.runners import LiteRTRunner, OrtRunner, TorchRunner
 from bridge.verify import noise, parity
-from bridge.verify.feeds import random_feeds
 from bridge.verify.folder import output_scales
-from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
 
 #: dynamic_batch=True is verified at this batch size too, besides the batch-1 samples.
 CHECK_BATCH = 4

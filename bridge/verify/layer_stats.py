@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from bridge.verify.metrics import SQNR_EXACT_DB
+from bridge.runtime.metrics import SQNR_EXACT_DB
 from bridge.verify.unscale import EQUALIZED, Unscaler
 
 

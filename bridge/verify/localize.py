@@ -13,7 +13,7 @@ ONNX model it was lowered from; a quantization error means the quantized ONNX al
 with the float one while the .tflite agrees with it.
 
 Rows follow the float ONNX graph order; the first row where a link misses its floor names the
-first diverging layer. Floors come from `bridge.verify.tolerances` (see `LINKS`). Metrics are
+first diverging layer. Floors come from `bridge.runtime.tolerances` (see `LINKS`). Metrics are
 accumulated over the stored verification samples one sample at a time, so memory holds one
 sample's tensors per runtime.
 """
@@ -33,8 +33,8 @@ import onnx
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
-from bridge.verify import tolerances
-from bridge.verify.capture import OrtTensors, TfliteTensors, float_tensors
+from bridge.runtime import tolerances
+from bridge.runtime.capture import OrtTensors, TfliteTensors, float_tensors
 from bridge.verify.divergence import first_divergence
 from bridge.verify.layer_stats import LayerStats
 from bridge.verify.unscale import Unscaler
@@ -221,7 +221,7 @@ def _runtimes(inputs: LayerInputs, names: list[str]) -> dict[str, Any]:
         "ort": OrtTensors(inputs.onnx, inputs.contract, {t: t for t in names}),
     }
     if inputs.module is not None and inputs.exported is not None:
-        from bridge.verify.torch_layers import TorchLayers
+        from bridge.runtime.torch_layers import TorchLayers
 
         runtimes["torch"] = TorchLayers(
             inputs.module, inputs.contract, inputs.exported, floor_db=_export_floor(inputs)
@@ -393,8 +393,8 @@ def report_correspondence(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_module(module: Any, contract: IOContract, feed, reference) -> None:
-    from bridge.verify.metrics import sqnr_db
-    from bridge.verify.runners import TorchRunner
+    from bridge.runtime.metrics import sqnr_db
+    from bridge.runtime.runners import TorchRunner
 
     out = TorchRunner(module, contract).run(feed)
     floor = tolerances.FP32_MIN_SQNR_DB

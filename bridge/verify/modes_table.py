@@ -35,7 +35,7 @@ BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 def float_op_count(data: bytes) -> int:
     """Operators of the main subgraph that write a float32 activation (QUANTIZE/DEQUANTIZE
     excluded): all of an fp32 model, the hybrid and float fallbacks of a quantized one."""
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     model = tflite_io.load(data)
     sg = model.subgraphs[0]
@@ -53,8 +53,8 @@ def bench_ms(folder: Path, report: Mapping[str, Any]) -> float:
     """Median LiteRT invoke time in ms (1 thread, default delegates) on the first stored input."""
     from bridge.api import FILES
     from bridge.contract import IOContract
+    from bridge.runtime.runners import LiteRTRunner
     from bridge.verify.folder import _load_samples
-    from bridge.verify.runners import LiteRTRunner
 
     contract = IOContract.from_dict(report["contract"])
     feeds, _ = _load_samples(folder / FILES["samples"], contract)
@@ -80,7 +80,7 @@ def bench_ms(folder: Path, report: Mapping[str, Any]) -> float:
 def mode_row(folder: Path, mode: str, *, latency: bool = True) -> dict[str, Any]:
     """The comparison row of one conversion folder (its report is kept under "report")."""
     from bridge.api import FILES
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     try:
         report = json.loads((folder / FILES["report"]).read_text())

@@ -28,9 +28,9 @@ from onnx import helper, numpy_helper
 
 from bridge.contract import IOContract
 from bridge.quantize.rules import rule_for
-from bridge.verify.metrics import SQNR_EXACT_DB
-from bridge.verify.runners import OrtRunner
-from bridge.verify.tolerances import NOISE_DRAWS
+from bridge.runtime.metrics import SQNR_EXACT_DB
+from bridge.runtime.runners import OrtRunner
+from bridge.runtime.tolerances import NOISE_DRAWS
 
 #: Seed of the first noise source; the i-th quantized tensor draws with NOISE_SEED + i.
 NOISE_SEED = 7919

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from bridge.verify import tolerances
-from bridge.verify.metrics import Comparison, compare, top1_agreement
-from bridge.verify.runners import Runner
+from bridge.runtime import tolerances
+from bridge.runtime.metrics import Comparison, compare, top1_agreement
+from bridge.runtime.runners import Runner
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 #: Ops whose second input is a weight tensor and third (if any) a bias.
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV")

@@ -6,7 +6,7 @@ channel along `CHANNEL_AXIS`. The factors t_c are recorded per tensor in the qua
 facts["quantization"]["equalization"] (and so in report.json). Multiplying those runtimes'
 values by t_c gives values comparable with the float model's.
 
-The values are read in the ONNX layout: `bridge.verify.capture` has already moved channel-last
+The values are read in the ONNX layout: `bridge.runtime.capture` has already moved channel-last
 .tflite tensors back to channel-first, so one axis serves the QDQ model and the .tflite alike.
 A quantization step s of such a tensor is s·t_c per channel in the float model's scale
 (`Unscaler.factor` gives t_c shaped for that).

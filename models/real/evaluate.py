@@ -263,7 +263,7 @@ class Evaluator:
         import onnx
 
         from bridge.contract import IOContract
-        from bridge.verify.runners import OrtRunner
+        from bridge.runtime.runners import OrtRunner
 
         key = hashlib.sha256(path.read_bytes()).hexdigest()
         if key not in self._ort_cache:
@@ -275,7 +275,7 @@ class Evaluator:
 
     def _tflite_outputs(self, conversion: Any) -> np.ndarray:
         from bridge.contract import IOContract
-        from bridge.verify.runners import LiteRTRunner
+        from bridge.runtime.runners import LiteRTRunner
 
         user = IOContract.from_dict(conversion.report["contract"])
         lowered = IOContract.from_dict(conversion.report["tflite_contract"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

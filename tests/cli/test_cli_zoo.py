@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bridge import cli
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.parity.conftest import zoo_params
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import models
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 
 #: Zoo models whose 224×224 inputs make a conversion take seconds; their sweep runs as `slow`.
 BIG = {"mobilenet_v2", "resnet18", "efficientnet_lite0", "mobilenet_v3_small"}

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import bridge
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 from models.lstm import RecurrentEncoder
 
 SHAPE = (1, 20, 16)

@@ -9,9 +9,8 @@ import pytest
 import bridge
 import models
 from bridge.contract import IOContract
-from bridge.lower import tflite_io
-from bridge.verify import tolerances
-from bridge.verify.runners import LiteRTRunner
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.runners import LiteRTRunner
 from tests.parity.conftest import check_floors, zoo_params
 
 #: fp16 stores weights in half the bytes; graph structure and int32 constants stay as they are,

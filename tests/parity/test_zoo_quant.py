@@ -10,8 +10,7 @@ import pytest
 
 import bridge
 import models
-from bridge.lower import tflite_io
-from bridge.verify import tolerances
+from bridge.runtime import tflite_io, tolerances
 from bridge.verify.structure import audit_integer
 from tests.parity.conftest import check_floors, zoo_params
 

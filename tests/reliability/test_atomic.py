@@ -17,7 +17,7 @@ import pytest
 import bridge
 from bridge import outdir
 from bridge.errors import ParityError
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.reliability.conftest import snapshot, staging_leftovers, tiny_cnn
 
 REPO = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ from bridge.errors import (
     ShapeError,
     UnsupportedOpError,
 )
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.reliability.conftest import run_cli, snapshot, tiny_cnn
 
 # --- operators with no lowering -------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_example_input_with_nan(tmp_path: Path) -> None:
 
 def _damage(data: bytes, how: str) -> bytes:
     if how == "bad-index":  # a well-formed flatbuffer whose input points past the tensors
-        from bridge.lower import tflite_io
+        from bridge.runtime import tflite_io
 
         model = tflite_io.load(data)
         model.subgraphs[0].inputs = np.array([10_000], np.int32)

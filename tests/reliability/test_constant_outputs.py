@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import bridge
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.reliability.conftest import tiny_cnn
 
 

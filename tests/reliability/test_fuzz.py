@@ -21,8 +21,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, assume, given, settings
 
-from bridge.verify.metrics import compare
-from bridge.verify.tolerances import floor
+from bridge.runtime.metrics import compare
+from bridge.runtime.tolerances import floor
 from models.fuzz import (
     FuzzSpec,
     Layer,

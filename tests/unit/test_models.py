@@ -14,8 +14,8 @@ from torch import nn
 
 import models
 from bridge.errors import ConfigError
-from bridge.verify.metrics import compare
-from bridge.verify.tolerances import floor
+from bridge.runtime.metrics import compare
+from bridge.runtime.tolerances import floor
 from models.efficientnet_lite import SameConvBNAct, same_pads
 
 REQUIRED = {

@@ -10,7 +10,7 @@ import pytest
 
 from bridge.errors import ParityError
 from bridge.importqdq import convert_qdq, gate
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.unit.importqdq import ortnets
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.errors import LoweringError, QdqRuleError
 from bridge.importqdq import convert_qdq
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.unit.importqdq import ortnets
 
 

@@ -14,9 +14,9 @@ from torch import nn
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.lower import lower
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 
 class ConvNet(nn.Module):

@@ -13,11 +13,12 @@ from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.lower import int8_kernels, lower, tflite_io
+from bridge.lower import int8_kernels, lower
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime import tflite_io
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 #: Int8 weights alone (≈ 48 dB of weight SQNR per layer) plus the hybrid kernels' on-the-fly
 #: int8 quantization of each input row leave this four-layer net well above 30 dB; the

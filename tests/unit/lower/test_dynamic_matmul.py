@@ -13,13 +13,14 @@ from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.lower import int8_kernels, lower, tflite_io
+from bridge.lower import int8_kernels, lower
 from bridge.lower.dynamic import MIN_TABLE_ELEMENTS, constant_matmuls_to_fc, int8_tables
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_weight_only import DEQUANTIZE_PER_CHANNEL_VERSION
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime import tflite_io
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 VOCAB, DIM, SEQ = 300, 32, 12
 #: Rewriting x·W as FULLY_CONNECTED(x, Wᵀ) changes at most the float summation order

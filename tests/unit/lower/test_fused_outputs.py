@@ -7,7 +7,8 @@ from pathlib import Path
 import torch
 
 import bridge
-from bridge.lower import graph_edit, tflite_io
+from bridge.lower import graph_edit
+from bridge.runtime import tflite_io
 
 
 class OutputThenRelu(torch.nn.Module):

@@ -18,14 +18,14 @@ from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.lower import tflite_io
 from bridge.lower.integer import lower_int8, lower_int16x8
 from bridge.quantize import QuantConfig, quantize
 from bridge.quantize.calibrate import calibrate
 from bridge.quantize.qdq import quantize_model
-from bridge.verify.metrics import lsb_error, sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
-from bridge.verify.tolerances import floor
+from bridge.runtime import tflite_io
+from bridge.runtime.metrics import lsb_error, sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
+from bridge.runtime.tolerances import floor
 
 SHAPE = (1, 3, 8, 8)
 #: Inputs and weights of ~1e-3 give s_in·s_w ≈ 1e-13 (conv) and ≈ 1e-10 (fc): biases of ~1

@@ -9,12 +9,11 @@ import pytest
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.lower import tflite_io
 from bridge.lower.int8_match import match_feeds
 from bridge.lower.integer import lower_int8
-from bridge.verify import tolerances
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner
 from bridge.verify.structure import audit_integer
 from tests.unit.quantize.transformer_models import (
     embedder,

@@ -17,14 +17,14 @@ from torch.nn import functional as F
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import ConfigError, LoweringError
-from bridge.lower import lower, tflite_io
+from bridge.lower import lower
 from bridge.lower.int8_qdq import read_qdq
 from bridge.lower.integer import lower_int8, lower_int16x8
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify import tolerances
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import lsb_error, sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import lsb_error, sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 #: TFLite and ONNX Runtime compute the same integer model. They differ only where a value sits
 #: within float error of a rounding tie: TFLite requantizes with a 31-bit fixed-point (or fp32)

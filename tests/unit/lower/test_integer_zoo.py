@@ -11,11 +11,12 @@ import torch
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract
-from bridge.lower import lower, tflite_io
+from bridge.lower import lower
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner, TorchRunner
+from bridge.runtime import tflite_io
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner, TorchRunner
 
 pytestmark = pytest.mark.slow
 

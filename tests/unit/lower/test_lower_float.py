@@ -8,9 +8,10 @@ import pytest
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import TensorSpec
 from bridge.errors import ConfigError
-from bridge.lower import lower, tflite_io
+from bridge.lower import lower
 from bridge.lower.modes import load_modes
-from bridge.verify.tolerances import FP32_MIN_SQNR_DB
+from bridge.runtime import tflite_io
+from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
 
 
 def test_conv_net_keeps_nchw_io_and_matches_ort(conv_art, conv_fp32, tools) -> None:
@@ -223,9 +224,9 @@ def _intermediates(data: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.nd
 def test_correspondence_holds_the_onnx_values(which: str, request, wide_art, conv_art) -> None:
     """Each non-fused entry's .tflite tensor equals the ONNX tensor (after its layout move)."""
     from bridge.contract import to_layout
-    from bridge.verify.feeds import random_feeds
-    from bridge.verify.metrics import sqnr_db
-    from bridge.verify.runners import OrtRunner
+    from bridge.runtime.feeds import random_feeds
+    from bridge.runtime.metrics import sqnr_db
+    from bridge.runtime.runners import OrtRunner
 
     tfl = request.getfixturevalue(which)
     art = wide_art if which == "wide_fp32" else conv_art

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
-from bridge.lower import lower, tflite_io
+from bridge.lower import lower
 from bridge.lower.fp16 import MIN_ELEMENTS, to_float16
-from bridge.verify.tolerances import FP16_MIN_SQNR_DB, FP32_MIN_SQNR_DB
+from bridge.runtime import tflite_io
+from bridge.runtime.tolerances import FP16_MIN_SQNR_DB, FP32_MIN_SQNR_DB
 
 #: TFLite's float16 mode halves the weights; everything else (graph, int32 constants) is small.
 MAX_SIZE_RATIO = 0.6

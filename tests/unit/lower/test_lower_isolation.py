@@ -10,7 +10,7 @@ import pytest
 from bridge.artifact import OnnxArtifact
 from bridge.lower import lower
 from bridge.lower.offline import NetworkBlockedError, no_network
-from bridge.verify.tolerances import FP32_MIN_SQNR_DB
+from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
 
 
 def test_blocks_ip_connections_and_lookups() -> None:

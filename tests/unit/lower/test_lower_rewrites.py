@@ -10,7 +10,8 @@ import pytest
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, io_contract, layout, tflite_io, transposes
+from bridge.lower import graph_edit, io_contract, layout, transposes
+from bridge.runtime import tflite_io
 from tests.unit.lower.tflite_models import empty_model
 
 F32 = np.dtype(np.float32)

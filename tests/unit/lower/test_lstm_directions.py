@@ -13,8 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bridge.lower.lstm_directions import split_directions
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.tolerances import PASS_MIN_SQNR_DB
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.tolerances import PASS_MIN_SQNR_DB
 
 T, B, F, H = 6, 2, 3, 4
 

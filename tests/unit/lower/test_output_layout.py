@@ -13,8 +13,9 @@ from onnx import helper
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, io_contract, layout, lower_float, tflite_io
-from bridge.verify.tolerances import FP32_MIN_SQNR_DB
+from bridge.lower import graph_edit, io_contract, layout, lower_float
+from bridge.runtime import tflite_io
+from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
 from tests.unit.lower.tflite_models import empty_model
 
 F32 = np.dtype(np.float32)

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 import bridge
-from bridge.lower import tflite_io
-from bridge.verify import tolerances
+from bridge.runtime import tflite_io, tolerances
 
 
 class _ConvPool(nn.Module):

@@ -18,10 +18,11 @@ from onnx import TensorProto, helper, numpy_helper
 import bridge
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.lower import lower_float, recurrent, tflite_io
-from bridge.verify.metrics import sqnr_db
+from bridge.lower import lower_float, recurrent
+from bridge.runtime import tflite_io
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.tolerances import floor
 from bridge.verify.report import summary_line
-from bridge.verify.tolerances import floor
 from models.lstm import RecurrentEncoder
 
 INVOKES = 4

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 
 def empty_model() -> Any:

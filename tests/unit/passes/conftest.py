@@ -11,8 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
-from bridge.verify.feeds import random_feeds
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.runners import OrtRunner
 
 Shape = Sequence[int | str]  # a str is a symbolic dim
 

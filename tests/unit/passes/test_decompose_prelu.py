@@ -12,7 +12,7 @@ import pytest
 
 from bridge.passes import run_passes
 from bridge.passes.decompose_prelu import decompose_prelu
-from bridge.verify.tolerances import floor
+from bridge.runtime.tolerances import floor
 
 #: Relu(x) + α·Min(x, 0) has one non-zero term per element, each computed as PRelu computes it.
 EXACT = 0.0

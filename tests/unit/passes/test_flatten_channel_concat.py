@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.passes.flatten_channel_concat import flatten_channel_concat
-from bridge.verify.tolerances import floor
+from bridge.runtime.tolerances import floor
 
 #: Reshapes and a Concat move data without arithmetic.
 EXACT = 0.0

@@ -16,11 +16,11 @@ from torch import nn
 from torch.nn import functional as F
 
 import bridge
-from bridge.lower.tflite_io import op_histogram
 from bridge.passes import run_passes
 from bridge.passes.fuse_pad_conv import fuse_pad_conv
 from bridge.quantize import gptq
-from bridge.verify.tolerances import floor
+from bridge.runtime.tflite_io import op_histogram
+from bridge.runtime.tolerances import floor
 
 #: Conv over explicit zeros against Conv with pads: ONNX Runtime's im2col reads the same zeros
 #: and sums the same products in the same order, so the outputs are bit-identical.

@@ -13,10 +13,10 @@ from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.passes import run_passes
 from bridge.passes.check import io_signature
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner, TorchRunner
-from bridge.verify.tolerances import FP32_MIN_SQNR_DB
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner, TorchRunner
+from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
 
 nn = torch.nn
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from bridge.errors import ConfigError, PassError, ShapeError
 from bridge.passes import DEFAULT_PASSES, PASSES, PassResult, run_passes
 from bridge.passes.check import io_signature
 from bridge.registry import Registry
-from bridge.verify.tolerances import PASS_MIN_SQNR_DB
+from bridge.runtime.tolerances import PASS_MIN_SQNR_DB
 
 #: Conv+BN folding rounds the folded weights to float32 once; outputs are O(1).
 PIPELINE_MAX_ABS = 1e-5

@@ -14,8 +14,8 @@ from torch import nn
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec, guess_layout
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner
 
 
 def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:

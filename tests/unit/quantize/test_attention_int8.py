@@ -13,15 +13,14 @@ from onnx import numpy_helper
 from torch import nn
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
-from bridge.lower import tflite_io
 from bridge.lower.integer import lower_int8
 from bridge.quantize import QuantConfig, quantize, rules
 from bridge.quantize.patterns import find_patterns
 from bridge.quantize.plan import ABSORBED, constant_values
-from bridge.verify import tolerances
-from bridge.verify.feeds import random_feeds
-from bridge.verify.metrics import lsb_error, sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.metrics import lsb_error, sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from models._layers import EncoderBlock
 from models.vit import ViTTiny
 

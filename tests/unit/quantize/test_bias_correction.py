@@ -12,8 +12,8 @@ from torch import nn
 from bridge.artifact import OnnxArtifact
 from bridge.quantize import QuantConfig, quantize
 from bridge.quantize.bias_correction import _shrink
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner
 
 from .conftest import export, initializers
 

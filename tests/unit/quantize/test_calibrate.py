@@ -16,7 +16,7 @@ from bridge.contract import IOContract, TensorSpec
 from bridge.errors import CalibrationError
 from bridge.quantize import QuantConfig, calibrate, load_calibration
 from bridge.quantize.observers import HistogramObserver, MinMaxObserver
-from bridge.verify import runners
+from bridge.runtime import runners
 
 from .conftest import export, export_tensors, random_samples
 

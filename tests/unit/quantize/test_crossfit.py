@@ -21,8 +21,8 @@ from bridge.quantize.crossfit import (
 )
 from bridge.quantize.qdq import quantize_model
 from bridge.quantize.tails import TAIL_HORIZON
-from bridge.verify.runners import OrtRunner
-from bridge.verify.tolerances import floor
+from bridge.runtime.runners import OrtRunner
+from bridge.runtime.tolerances import floor
 
 from .conftest import export
 

@@ -12,8 +12,8 @@ from bridge.artifact import OnnxArtifact
 from bridge.quantize import QuantConfig, quantize
 from bridge.quantize.calibrate import sample_feeds
 from bridge.quantize.equalize import channel_groups, channel_ranges, equalize_artifact
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner
 
 from .conftest import export, random_samples
 

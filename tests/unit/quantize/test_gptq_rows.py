@@ -46,7 +46,7 @@ def test_sampled_rows_are_im2col_rows(
 
 def test_rows_are_capped_per_layer(cnn) -> None:
     moments = weight_moments(cnn.model, QuantConfig(mode="int8"))
-    from bridge.verify.runners import OrtRunner
+    from bridge.runtime.runners import OrtRunner
 
     runner = OrtRunner(cnn.model, cnn.contract, extra_outputs=moments.sources)
     for (x,) in random_samples(cnn, 3 * gptq.MAX_ROWS // gptq.ROWS_PER_SAMPLE):

@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bridge.quantize.segments import SegmentedGraph
-from bridge.verify.runners import OrtRunner
+from bridge.runtime.runners import OrtRunner
 
 from .conftest import artifact_from_onnx
 

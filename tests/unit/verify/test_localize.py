@@ -17,18 +17,17 @@ import bridge
 import models
 from bridge.cli import main
 from bridge.export import ExportConfig, export
-from bridge.lower import tflite_io
 from bridge.lower.integer import lower_int8
 from bridge.passes import run_passes
 from bridge.quantize import OBSERVERS, QuantConfig, quantize
 from bridge.quantize.observers import MinMaxObserver
-from bridge.verify import tolerances
-from bridge.verify.capture import dequantize, float_tensors, to_channel_first
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.capture import dequantize, float_tensors, to_channel_first
+from bridge.runtime.feeds import random_feeds
+from bridge.runtime.module_map import scope_path
 from bridge.verify.divergence import short_name
-from bridge.verify.feeds import random_feeds
 from bridge.verify.localize import localize_conversion, localize_dir, report_correspondence
 from bridge.verify.modes_table import float_op_count
-from bridge.verify.module_map import scope_path
 
 MODEL = "digits_cnn"
 #: The planted range is this many times wider than what the observer saw: most values then

@@ -18,8 +18,8 @@ from bridge.export import ExportConfig, export
 from bridge.lower import lower
 from bridge.passes import run_passes
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify import tolerances
-from bridge.verify.feeds import random_feeds
+from bridge.runtime import tolerances
+from bridge.runtime.feeds import random_feeds
 from bridge.verify.layer_stats import LayerStats
 from bridge.verify.localize import LINKS, localize_conversion, localize_dir
 from bridge.verify.unscale import Unscaler

@@ -14,11 +14,11 @@ from torch import nn
 
 from bridge.export import ExportConfig, export
 from bridge.passes import run_passes
-from bridge.verify import tolerances
-from bridge.verify.capture import OrtTensors, float_tensors
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.module_map import scope_part, scope_path
-from bridge.verify.torch_layers import TorchLayers
+from bridge.runtime import tolerances
+from bridge.runtime.capture import OrtTensors, float_tensors
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.module_map import scope_part, scope_path
+from bridge.runtime.torch_layers import TorchLayers
 
 FLOOR = tolerances.floor("fp32", "torch_vs_ort")
 

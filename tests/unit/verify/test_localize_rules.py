@@ -8,7 +8,7 @@ from onnx import TensorProto, helper
 
 import bridge
 import models
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from bridge.verify.divergence import LAYER_DROP_DB, first_divergence
 from bridge.verify.layer_report import state_note, verdict
 

@@ -16,13 +16,12 @@ import torch
 import bridge
 import models
 from bridge.export import ExportConfig, export
-from bridge.lower import tflite_io
 from bridge.lower.integer import lower_int8
 from bridge.passes import run_passes
 from bridge.quantize import OBSERVERS, QuantConfig, quantize
 from bridge.quantize.observers import MinMaxObserver
-from bridge.verify import tolerances
-from bridge.verify.feeds import random_feeds
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.feeds import random_feeds
 from bridge.verify.localize import localize_conversion, localize_dir
 
 MODEL = "transformer_encoder"

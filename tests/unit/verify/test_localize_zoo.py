@@ -12,7 +12,7 @@ import pytest
 import bridge
 import models
 from bridge.errors import ParityError
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 from tests.parity.conftest import BIG, zoo_params
 
 pytestmark = pytest.mark.slow

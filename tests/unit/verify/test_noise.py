@@ -9,9 +9,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bridge.contract import IOContract, TensorSpec
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import OrtRunner
 from bridge.verify import noise
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import OrtRunner
 
 STEP = 0.01
 N = 4096

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from bridge.contract import IOContract, TensorSpec
-from bridge.verify import parity, tolerances
+from bridge.runtime import tolerances
+from bridge.verify import parity
 from bridge.verify.gate import verification_feeds
 
 SAMPLES = 4

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from bridge.export import ExportConfig, export
-from bridge.lower import lower, tflite_io
+from bridge.lower import lower
 from bridge.lower.integer import lower_int8
 from bridge.passes import run_passes
 from bridge.quantize import QuantConfig, quantize
-from bridge.verify import tolerances
-from bridge.verify.capture import layout_by_value, readings
-from bridge.verify.feeds import random_feeds
+from bridge.runtime import tflite_io, tolerances
+from bridge.runtime.capture import layout_by_value, readings
+from bridge.runtime.feeds import random_feeds
 from bridge.verify.localize import localize_conversion
 
 SQUARE = (1, 8, 8, 8)

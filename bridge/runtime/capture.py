@@ -27,8 +27,8 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
-from bridge.verify.metrics import sqnr_db
-from bridge.verify.runners import LiteRTRunner, OrtRunner
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ class TfliteTensors:
 
 
 def _load(model: bytes | Path) -> Any:
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
     return tflite_io.load(bytes(data))
@@ -200,7 +200,7 @@ def _load(model: bytes | Path) -> Any:
 
 def variable_tensors(model: Any) -> list[str]:
     """Names of the variable tensors of a loaded .tflite model (e.g. an LSTM's state)."""
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     return [
         tflite_io.tensor_name(t)
@@ -213,7 +213,7 @@ def variable_tensors(model: Any) -> list[str]:
 def fused_activation_outputs(model: Any) -> set[str]:
     """Names of the tensors of a loaded .tflite model written by an operator with a fused
     activation."""
-    from bridge.lower import tflite_io
+    from bridge.runtime import tflite_io
 
     sg = model.subgraphs[0]
     return {

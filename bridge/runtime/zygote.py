@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from bridge.verify import litert_child
+from bridge.runtime import litert_child
 
 _LOCK = threading.Lock()
 _ZYGOTE: Zygote | None = None

@@ -1,4 +1,4 @@
-"""The child process of `bridge.verify.sandbox`: load, allocate and invoke one .tflite, then exit.
+"""The child process of `bridge.runtime.sandbox`: load, allocate and invoke one .tflite, then exit.
 
 Run as a script: `python litert_child.py MODEL FEEDS THREADS PRESERVE`, FEEDS an .npz of
 "<sample>/<input tensor index>" arrays in the .tflite's own layout and dtype, or "-" for seeded

@@ -17,7 +17,7 @@ import onnx
 from bridge.contract import IOContract, to_layout
 from bridge.errors import BridgeError, LoweringError, ModelLoadError, ShapeError
 from bridge.registry import Registry
-from bridge.verify import sandbox
+from bridge.runtime import sandbox
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from bridge.errors import ConfigError
-from bridge.verify.metrics import SQNR_EXACT_DB
+from bridge.runtime.metrics import SQNR_EXACT_DB
 
 #: A graph pass must keep every ORT output this close to the model before it.
 PASS_MIN_SQNR_DB = 80.0

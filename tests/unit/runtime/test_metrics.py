@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.verify.metrics import SQNR_EXACT_DB, compare, cosine, lsb_error, sqnr_db
+from bridge.runtime.metrics import SQNR_EXACT_DB, compare, cosine, lsb_error, sqnr_db
 
 
 def test_sqnr_known_value() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import ModelLoadError
-from bridge.lower import tflite_io
+from bridge.runtime import tflite_io
 
 
 @dataclass(frozen=True)

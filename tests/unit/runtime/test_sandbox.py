@@ -18,9 +18,9 @@ import torch
 from bridge import cli
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import ModelLoadError, RuntimeCrashError
-from bridge.lower import graph_edit, tflite_io
-from bridge.verify import sandbox
-from bridge.verify.runners import LiteRTRunner
+from bridge.lower import graph_edit
+from bridge.runtime import sandbox, tflite_io
+from bridge.runtime.runners import LiteRTRunner
 from tests.unit.lower.tflite_models import empty_model
 
 F32 = np.dtype(np.float32)
@@ -205,7 +205,7 @@ def test_missing_or_garbage_file_is_still_a_model_load_error(tmp_path: Path) -> 
 
 
 def test_a_crash_kills_only_the_forked_child_not_the_zygote() -> None:
-    from bridge.verify import zygote
+    from bridge.runtime import zygote
 
     with pytest.raises(RuntimeCrashError):
         LiteRTRunner(_model(3, crash=True), CONTRACT)
@@ -221,7 +221,7 @@ def test_a_crash_kills_only_the_forked_child_not_the_zygote() -> None:
 def test_without_a_zygote_a_one_shot_child_still_catches_the_crash(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from bridge.verify import zygote
+    from bridge.runtime import zygote
 
     def broken(*args: Any, **kwargs: Any) -> int:
         raise zygote.ZygoteError("cannot fork here")

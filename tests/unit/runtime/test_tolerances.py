@@ -5,7 +5,7 @@ import math
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.verify import tolerances
+from bridge.runtime import tolerances
 
 
 def test_floors_per_mode() -> None:

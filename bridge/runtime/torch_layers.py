@@ -2,7 +2,7 @@
 
 Hooks on every submodule record each call (inputs when it starts, outputs when it ends, and the
 chain of calls it ran in). The first sample binds module outputs to ONNX tensors, checked
-against ONNX Runtime's values on that sample (see `bridge.verify.module_map`); later samples
+against ONNX Runtime's values on that sample (see `bridge.runtime.module_map`); later samples
 hook only the bound modules.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
-from bridge.verify.module_map import MAX_LISTED, Binding, Call, ScopeIndex, resolve
+from bridge.runtime.module_map import MAX_LISTED, Binding, Call, ScopeIndex, resolve
 
 log = logging.getLogger(__name__)
 

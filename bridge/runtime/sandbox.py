@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.errors import ModelLoadError, RuntimeCrashError
-from bridge.verify import crash_site, litert_child, zygote
+from bridge.runtime import crash_site, litert_child, zygote
 
 #: A child that has not finished by then is taken as hung (int16x8 runs on slow reference
 #: kernels, so this is generous).

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from bridge.verify.metrics import sqnr_db
+from bridge.runtime.metrics import sqnr_db
 
 log = logging.getLogger(__name__)
 
