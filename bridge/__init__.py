@@ -23,6 +23,10 @@ from bridge.errors import (
     ShapeError,
     UnsupportedOpError,
 )
+from bridge.importqdq import convert_qdq
+from bridge.quantize.config import QuantConfig
+from bridge.verify.folder import verify_dir
+from bridge.verify.localize import localize_dir
 
 __all__ = [
     "BridgeError",
@@ -51,25 +55,9 @@ def verify(output_dir: str | Path, *, layers: bool = False) -> dict[str, Any]:
     With `layers=True` the report also holds the per-layer comparison and the first diverging
     layer. Raises ParityError if any runtime pair misses its floor.
     """
-    from bridge.verify.folder import verify_dir
-
     report = verify_dir(output_dir)
     if layers:
-        from bridge.verify.localize import localize_dir
-
         report["layers"] = localize_dir(output_dir)
     if not report["passed"]:
         raise ParityError("parity check failed: " + "; ".join(report["failures"]), report=report)
     return report
-
-
-def __getattr__(name: str) -> Any:
-    if name == "convert_qdq":  # a QDQ .onnx bridge did not make → integer .tflite, scales kept
-        from bridge.importqdq import convert_qdq
-
-        return convert_qdq
-    if name == "QuantConfig":
-        from bridge.quantize.config import QuantConfig
-
-        return QuantConfig
-    raise AttributeError(f"module 'bridge' has no attribute {name!r}")

@@ -21,25 +21,22 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError, ParityError
 from bridge.export import DEFAULT_OPSET, ExportConfig, check_opset, export
-from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING
+from bridge.lower import lower
+from bridge.outdir import FILES
+from bridge.passes import run_passes
+from bridge.quantize import quantize
+from bridge.quantize.calibrate import load_calibration, sample_feeds
+from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING, QuantConfig
 from bridge.quantize.observers import OBSERVERS
 from bridge.verify.gate import CHECK_BATCH, QUANT_MODES, run_gate, verification_feeds
+from bridge.verify.html import render_html
+from bridge.verify.localize import localize_conversion
+from bridge.verify.report import render_markdown
 
 log = logging.getLogger(__name__)
 
 MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 VERSION = "0.1.0"
-
-FILES = {
-    "onnx": "model.onnx",
-    "opt": "model.opt.onnx",
-    "qdq": "model.qdq.onnx",
-    "tflite": "model.tflite",
-    "samples": "verify.npz",
-    "report": "report.json",
-    "markdown": "report.md",
-    "html": "report.html",
-}
 
 
 @dataclass(frozen=True)
@@ -186,8 +183,6 @@ def convert(
             seed=opts.seed,
         )
     with _timed(timings, "layers"):
-        from bridge.verify.localize import localize_conversion
-
         layers = localize_conversion(
             model, exported, optimised, qdq, lowered, feeds, model_name=opts.model_name
         )
@@ -245,17 +240,12 @@ class _timed:
 
 
 def _run_passes(artifact: OnnxArtifact, opts: ConvertOptions) -> OnnxArtifact:
-    from bridge.passes import run_passes
-
     return run_passes(artifact, opts.passes, seed=opts.seed)
 
 
 def _quantize(
     artifact: OnnxArtifact, mode: str, calibration: Iterable[Any] | None, opts: ConvertOptions
 ) -> tuple[OnnxArtifact, list[dict[str, np.ndarray]]]:
-    from bridge.quantize import quantize
-    from bridge.quantize.config import QuantConfig
-
     config = QuantConfig(
         mode=mode,
         observer=opts.observer,
@@ -279,8 +269,6 @@ def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: 
     fitted to the very data that verifies them hide the clipping that new data meets. With
     2n samples or fewer, all of them calibrate and verification reuses the first `n`.
     """
-    from bridge.quantize.calibrate import load_calibration, sample_feeds
-
     head: list[Any] = []
     held_out = False
     for index, sample in enumerate(load_calibration(calibration, contract)):
@@ -309,8 +297,6 @@ def _keep_some(calibration: Iterable[Any], contract: IOContract, kept: list, n: 
 
 def _first_samples(calibration: Any, contract: IOContract, n: int) -> list[dict[str, np.ndarray]]:
     """The first `n` samples of `calibration` as checked feeds."""
-    from bridge.quantize.calibrate import load_calibration, sample_feeds
-
     feeds: list[dict[str, np.ndarray]] = []
     for index, sample in enumerate(load_calibration(calibration, contract)):
         if index >= n:
@@ -321,8 +307,6 @@ def _first_samples(calibration: Any, contract: IOContract, n: int) -> list[dict[
 
 def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:
     """Lower in `mode`; integer I/O (`io_dtype`) travels in the QDQ artifact's facts."""
-    from bridge.lower import lower
-
     return lower(artifact, mode=mode, nhwc=opts.nhwc_inputs)
 
 
@@ -356,9 +340,6 @@ def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdi
 
 def _write(out: Path, *, overwrite, report, exported, optimised, qdq, lowered, feeds, reference):
     """Stage every file beside `out`, then swap the folder in (re-checked under its lock)."""
-    from bridge.verify.html import render_html
-    from bridge.verify.report import render_markdown
-
     with outdir.staging(out) as tmp:
         onnx.save(exported.model, tmp / FILES["onnx"])
         onnx.save(optimised.model, tmp / FILES["opt"])

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import bridge
+from bridge.compare import convert_modes
 from bridge.errors import BridgeError, ConfigError, ModelLoadError, ParityError
+from bridge.importqdq import convert_qdq
+from bridge.inspect import describe
+from bridge.verify import layer_report, modes_table
+from bridge.verify.localize import localize_dir
+from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line
+from bridge.verify.tables import table
 
 log = logging.getLogger("bridge")
 
@@ -32,8 +40,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or EXIT_OK)
     except ParityError as e:
-        from bridge.verify.report import PARITY_HEADER, parity_rows, table
-
         if e.report:
             print(table(PARITY_HEADER, parity_rows(e.report)), file=sys.stderr)
             if e.report.get("layers", {}).get("first_divergence"):
@@ -146,9 +152,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    import bridge
-    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
-
     if args.factory.endswith(".onnx"):
         return _convert_qdq(args)
     model, inputs, names = _load_factory(args.factory, args.input)
@@ -185,9 +188,6 @@ def _convert(args: argparse.Namespace) -> int:
 
 def _convert_qdq(args: argparse.Namespace) -> int:
     """`bridge convert model.qdq.onnx -o OUT`: a foreign QDQ model, its own scales kept."""
-    from bridge.importqdq import convert_qdq
-    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
-
     if args.mode or args.modes or (args.calibration or "").startswith("random:"):
         raise ConfigError(
             "a QDQ .onnx keeps its own quantization: drop --quantize/--fp16/--modes, and give "
@@ -314,19 +314,14 @@ def _calibration(source: str | None, inputs: tuple) -> Any:
 
 
 def _convert_modes(args, model, inputs, calibration, options) -> int:
-    from bridge.verify.modes_table import convert_modes, render_text
-
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     summary = convert_modes(model, inputs, args.output, modes, calibration=calibration, **options)
-    print(render_text(summary))
+    print(modes_table.render_text(summary))
     print(f"wrote {args.output / 'report.html'}")
     return EXIT_PARITY if summary["failed"] else EXIT_OK
 
 
 def _debug(args: argparse.Namespace) -> int:
-    from bridge.verify.layer_report import render_text
-    from bridge.verify.localize import localize_dir
-
     module = _load_factory(args.model, [])[0] if args.model else None
     folders = [args.folder]
     if not (args.folder / "report.json").exists():
@@ -336,15 +331,12 @@ def _debug(args: argparse.Namespace) -> int:
         layers = localize_dir(folder, module=module, samples=args.samples)
         if len(folders) > 1:
             print(f"== {folder}")
-        print(render_text(layers))
+        print(layer_report.render_text(layers))
         diverged |= layers["first_divergence"] is not None
     return EXIT_PARITY if diverged else EXIT_OK
 
 
 def _verify(args: argparse.Namespace) -> int:
-    import bridge
-    from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line, table
-
     report = bridge.verify(args.folder)
     print(table(PARITY_HEADER, parity_rows(report)))
     print(summary_line(report))
@@ -352,8 +344,6 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from bridge.inspect import describe
-
     print(describe(args.file))
     return EXIT_OK
 

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from bridge.errors import ModelLoadError
+from bridge.runtime import tflite_io
 
 
 def describe(path: str | Path) -> str:
@@ -29,8 +30,6 @@ def describe(path: str | Path) -> str:
 
 
 def _describe_tflite(p: Path, data: bytes) -> str:
-    from bridge.runtime import tflite_io
-
     try:
         model = tflite_io.load(data)
         tflite_io.check_indices(model)

@@ -35,7 +35,18 @@ from bridge.errors import OutputDirError
 
 log = logging.getLogger(__name__)
 
-REPORT = "report.json"
+#: The files of a conversion folder, by role.
+FILES = {
+    "onnx": "model.onnx",
+    "opt": "model.opt.onnx",
+    "qdq": "model.qdq.onnx",
+    "tflite": "model.tflite",
+    "samples": "verify.npz",
+    "report": "report.json",
+    "markdown": "report.md",
+    "html": "report.html",
+}
+REPORT = FILES["report"]
 STAGING, BACKUP, LOCK = "bridge-staging", "bridge-backup", "bridge-lock"
 LEGACY_STAGING = ".bridge-staging-"  # what earlier versions left inside the folder: dropped
 AT_FDCWD, RENAME_EXCHANGE = -100, 2

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from bridge.contract import IOContract
-from bridge.verify.report import table
+from bridge.verify.tables import table
 
 RESULTS = Path(__file__).parent / "results"
 

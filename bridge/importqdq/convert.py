@@ -20,6 +20,7 @@ from bridge import outdir
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.errors import ConfigError, ParityError
 from bridge.importqdq import gate, kept, kernel_rules, read
+from bridge.lower import lower
 from bridge.lower.int8_qdq import read_qdq
 
 
@@ -103,6 +104,4 @@ def _options(options: dict[str, Any]) -> ImportOptions:
 
 
 def _lower(artifact: OnnxArtifact, mode: str, opts: ImportOptions) -> TfliteArtifact:
-    from bridge.lower import lower
-
     return lower(artifact, mode=mode, nhwc=opts.nhwc_inputs)

@@ -16,20 +16,23 @@ from typing import Any
 import numpy as np
 
 from bridge import outdir
+from bridge.api import VERSION, Conversion
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
+from bridge.outdir import FILES
+from bridge.quantize.calibrate import load_calibration, sample_feeds
 from bridge.runtime.feeds import random_feeds
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import parity
 from bridge.verify.folder import output_scales
+from bridge.verify.html import render_html
+from bridge.verify.report import render_markdown
 
 
 def feeds(
     contract: IOContract, calibration: Any, *, samples: int, seed: int
 ) -> list[dict[str, np.ndarray]]:
     """1 + `samples` feeds: the first ones of `calibration` (checked), then seeded random."""
-    from bridge.quantize.calibrate import load_calibration, sample_feeds
-
     out: list[dict[str, np.ndarray]] = []
     if calibration is not None:
         for index, sample in enumerate(load_calibration(calibration, contract)):
@@ -66,8 +69,6 @@ def report(
     qdq: OnnxArtifact, lowered: TfliteArtifact, result: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
     """report.json's content: the usual keys where they apply, plus `source` and `scales_kept`."""
-    from bridge.api import VERSION
-
     verdict = result["verdict"]
     return {
         "bridge_version": VERSION,
@@ -101,10 +102,6 @@ def write(
     overwrite: bool,
 ) -> Any:
     """Stage the folder's files beside `out` and swap it in (bridge.outdir)."""
-    from bridge.api import FILES, Conversion
-    from bridge.verify.html import render_html
-    from bridge.verify.report import render_markdown
-
     with outdir.staging(out) as tmp:
         (tmp / FILES["qdq"]).write_bytes(data)
         (tmp / FILES["tflite"]).write_bytes(lowered.data)

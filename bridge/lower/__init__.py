@@ -6,10 +6,9 @@ Modes live in their own modules and register themselves in `bridge.lower.modes.M
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.artifact import OnnxArtifact, TfliteArtifact
+from bridge.lower.floating import lower_float
+from bridge.lower.modes import load_modes
 
 __all__ = ["lower", "lower_float"]
 
@@ -28,13 +27,4 @@ def lower(artifact: OnnxArtifact, *, mode: str = "fp32", nhwc: bool = False) -> 
         UnsupportedOpError: an ONNX node has no TFLite lowering.
         LoweringError: the conversion failed or could not keep the I/O contract.
     """
-    from bridge.lower.modes import load_modes
-
     return load_modes().get(mode)(artifact, nhwc=nhwc)
-
-
-def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact:
-    """Float32 lowering (see `bridge.lower.floating.lower_float`); other modes build on it."""
-    from bridge.lower.floating import lower_float as impl
-
-    return impl(artifact, nhwc=nhwc)

@@ -32,6 +32,7 @@ import numpy as np
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.lower import int8_kernels
+from bridge.lower.floating import lower_float
 from bridge.lower.int8_constants import TYPE_CODES, ConstantWriter
 from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_qdq import QdqModel, read_qdq
@@ -53,8 +54,6 @@ FC_KEEP_DIMS_VERSION = 5
 @MODES.register("dynamic")
 def lower_dynamic(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact:
     """Lower a float or weight-only QDQ ONNX model to a dynamic-range TFLite model."""
-    from bridge.lower import lower_float
-
     qdq = read_qdq(artifact.model)
     float_tflite = lower_float(artifact.evolve(model=qdq.float_model), nhwc=nhwc)
     return hybridize(float_tflite, artifact, qdq=qdq)

@@ -32,6 +32,7 @@ from bridge.lower import (
     int8_rewrite,
     int8_weight_only,
 )
+from bridge.lower.floating import lower_float
 from bridge.lower.int8_constants import ConstantWriter
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
@@ -76,8 +77,6 @@ def lower_integer(
     qdq_artifact: OnnxArtifact, *, nhwc: bool, io_dtype: str | None, act_dtype: str
 ) -> TfliteArtifact:
     """The shared path of lower_int8 and lower_int16x8."""
-    from bridge.lower import lower_float
-
     if io_dtype is None:
         io_dtype = qdq_artifact.facts.get("quantization", {}).get("io_dtype", "float32")
     _check_io(io_dtype, act_dtype)

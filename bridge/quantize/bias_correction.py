@@ -39,6 +39,7 @@ from onnx import numpy_helper
 from bridge.artifact import OnnxArtifact
 from bridge.errors import ModelLoadError
 from bridge.quantize.segments import SegmentedGraph
+from bridge.runtime.runners import OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +199,6 @@ def _float_stats(
     layers: Sequence[_Layer],
 ) -> _FloatStats:
     """Run the float model over `samples` and keep what the correction needs, keyed by bias."""
-    from bridge.runtime.runners import OrtRunner
-
     runner = OrtRunner(float_model, qdq.contract, extra_outputs=[x.float_output for x in layers])
     stats = _FloatStats()
     for feeds in samples:

@@ -27,6 +27,7 @@ from bridge.quantize.input_ranges import InputRanges
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import build_plan
 from bridge.quantize.tails import OutputEnergy
+from bridge.runtime.runners import OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,6 @@ def calibrate(
     """
     if config.activation_dtype is None:
         raise ConfigError(f"mode {config.mode!r} needs no calibration")
-    from bridge.runtime.runners import OrtRunner
-
     contract = artifact.contract
     plan = build_plan(artifact.model, config)
     inputs = set(contract.input_names)

@@ -36,6 +36,9 @@ from bridge.artifact import OnnxArtifact
 from bridge.errors import CalibrationError
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
+from bridge.quantize.qdq import quantize_model
+from bridge.runtime.runners import OrtRunner
+from bridge.runtime.tolerances import floor
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,6 @@ class CrossFit:
                 2 * MIN_FOLD,
             )
             return None
-        from bridge.runtime.tolerances import floor
-
         findings = [
             f
             for d, folds in enumerate((self.folds, self.folds[::-1]))
@@ -157,9 +158,6 @@ class CrossFit:
         d: int,
         folds: tuple[Fold, Fold],
     ) -> list[Finding]:
-        from bridge.quantize.qdq import quantize_model
-        from bridge.runtime.runners import OrtRunner
-
         fit, test = folds
         observed = {t: o for t, o in fit.observers.items() if o.count > 0}
         qdq = quantize_model(artifact, observed, config, float_weights=True)

@@ -37,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from bridge.artifact import OnnxArtifact
+from bridge.runtime.runners import OrtRunner
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,6 @@ def channel_ranges(
     artifact: OnnxArtifact, samples: Sequence[Mapping[str, np.ndarray]], tensors: Sequence[str]
 ) -> dict[str, np.ndarray]:
     """Per-channel (`CHANNEL_AXIS`) width max(x, 0) − min(x, 0) of `tensors` over `samples`."""
-    from bridge.runtime.runners import OrtRunner
-
     runner = OrtRunner(artifact.model, artifact.contract, extra_outputs=list(tensors))
     lo: dict[str, np.ndarray] = {}
     hi: dict[str, np.ndarray] = {}

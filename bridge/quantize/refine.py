@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 
 from bridge.artifact import OnnxArtifact
+from bridge.quantize.bias_correction import correct_biases
+from bridge.quantize.calibrate import sample_feeds
 from bridge.quantize.config import QuantConfig
+from bridge.quantize.equalize import equalize_artifact
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +45,12 @@ def prepare(artifact: OnnxArtifact, calibration: Iterable[Any], config: QuantCon
     """Keep the first samples and, with `config.equalize`, equalize the model's channel groups."""
     if not (config.bias_correction or config.equalize) or config.activation_dtype is None:
         return Prepared(artifact, calibration)
-    from bridge.quantize.calibrate import sample_feeds
-
     limit = min(config.correction_samples, config.num_samples or config.correction_samples)
     stream: Iterator[Any] = iter(calibration)
     head = list(itertools.islice(stream, limit))
     samples = [sample_feeds(s, artifact.contract, i) for i, s in enumerate(head)]
     prepared = Prepared(artifact, itertools.chain(head, stream), samples)
     if config.equalize:
-        from bridge.quantize.equalize import equalize_artifact
-
         prepared.artifact, prepared.factors = equalize_artifact(artifact, samples)
     return prepared
 
@@ -59,8 +58,6 @@ def prepare(artifact: OnnxArtifact, calibration: Iterable[Any], config: QuantCon
 def finish(result: OnnxArtifact, prepared: Prepared, config: QuantConfig) -> OnnxArtifact:
     """With `config.bias_correction`, correct the QDQ model's biases; record the equalization."""
     if config.bias_correction and prepared.samples:
-        from bridge.quantize.bias_correction import correct_biases
-
         result = correct_biases(result, prepared.artifact.model, prepared.samples)
     if prepared.factors:
         facts = dict(result.facts["quantization"])

@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 
 from bridge.contract import IOContract
+from bridge.runtime import tflite_io
 from bridge.runtime.metrics import sqnr_db
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
 
@@ -192,16 +193,12 @@ class TfliteTensors:
 
 
 def _load(model: bytes | Path) -> Any:
-    from bridge.runtime import tflite_io
-
     data = model if isinstance(model, bytes | bytearray) else Path(model).read_bytes()
     return tflite_io.load(bytes(data))
 
 
 def variable_tensors(model: Any) -> list[str]:
     """Names of the variable tensors of a loaded .tflite model (e.g. an LSTM's state)."""
-    from bridge.runtime import tflite_io
-
     return [
         tflite_io.tensor_name(t)
         for sg in model.subgraphs or []
@@ -213,8 +210,6 @@ def variable_tensors(model: Any) -> list[str]:
 def fused_activation_outputs(model: Any) -> set[str]:
     """Names of the tensors of a loaded .tflite model written by an operator with a fused
     activation."""
-    from bridge.runtime import tflite_io
-
     sg = model.subgraphs[0]
     return {
         tflite_io.tensor_name(sg.tensors[i])

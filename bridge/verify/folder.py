@@ -14,6 +14,8 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.errors import ModelLoadError
+from bridge.outdir import FILES
+from bridge.runtime import tflite_io
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import noise, parity
 
@@ -33,8 +35,6 @@ class StoredConversion:
 
 def load_folder(path: str | Path) -> StoredConversion:
     """Read report.json and verify.npz of a conversion folder (ModelLoadError if unusable)."""
-    from bridge.api import FILES
-
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise ModelLoadError(f"{root} is not a folder; give the output folder of bridge convert")
@@ -60,8 +60,6 @@ def output_scales(tensors: Mapping[str, Any], outputs: Sequence[str]) -> dict[st
 
 def verify_dir(path: str | Path) -> dict[str, Any]:
     """Re-run the parity check of a conversion folder; returns the report with fresh parity."""
-    from bridge.api import FILES
-
     stored = load_folder(path)
     root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
     runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
@@ -127,8 +125,6 @@ def _load_samples(path: Path, contract: IOContract):
 def _load_tflite(path: Path) -> bytes:
     """The .tflite bytes, checked structurally first: LiteRT trusts its input and can crash
     the process (segmentation fault) on a truncated or corrupted flatbuffer."""
-    from bridge.runtime import tflite_io
-
     try:
         data = path.read_bytes()
     except FileNotFoundError:

@@ -11,6 +11,8 @@ from html import escape
 from typing import Any
 
 from bridge.verify import layer_report
+from bridge.verify.modes_table import HEADER, table_rows
+from bridge.verify.plots import layer_plot, modes_plot
 from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line
 
 CSS = """
@@ -107,8 +109,6 @@ def layers_section(layers: Mapping[str, Any] | None) -> str:
     """The verdict, the per-layer SQNR plot and the per-layer table."""
     if not layers or not layers.get("rows"):
         return "<section><h2>Per-layer error</h2><p class=muted>not computed</p></section>"
-    from bridge.verify.plots import layer_plot
-
     found = layers.get("first_divergence")
     callout = "callout" if found else "callout ok"
     parts = [
@@ -189,9 +189,6 @@ def render_html(report: Mapping[str, Any]) -> str:
 def render_modes_html(summary: Mapping[str, Any]) -> str:
     """The top-level report.html of `bridge convert --modes`: one row per mode, bar charts, and
     each mode's parity and per-layer verdict."""
-    from bridge.verify.modes_table import HEADER, table_rows
-    from bridge.verify.plots import modes_plot
-
     title = f"bridge modes: {summary.get('model') or 'model'}"
     rows = summary["rows"]
     body = [f"<h1>{escape(title)}</h1>"]

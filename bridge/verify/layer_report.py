@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.verify.divergence import LAYER_DROP_DB
-from bridge.verify.report import markdown_table, table
+from bridge.verify.divergence import LAYER_DROP_DB, short_name
+from bridge.verify.tables import markdown_table, table
 
 #: Marks a row whose link misses its floor, and the first diverging row.
 MISS, FIRST = "!", "◀ first divergence"
@@ -34,8 +34,6 @@ def header(layers: Mapping[str, Any]) -> list[str]:
 
 def rows(layers: Mapping[str, Any]) -> list[list[str]]:
     """One row per compared tensor, in graph order."""
-    from bridge.verify.divergence import short_name
-
     first = (layers.get("first_divergence") or {}).get("tensor")
     last = _last_judged(layers)
     lsb = last is not None and _has_lsb(layers, last["pair"])

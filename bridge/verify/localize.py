@@ -33,9 +33,16 @@ import onnx
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
+from bridge.lower.fp16 import FP16_MAX, MIN_ELEMENTS
+from bridge.outdir import FILES
+from bridge.quantize import QuantConfig, quantize
 from bridge.runtime import tolerances
 from bridge.runtime.capture import OrtTensors, TfliteTensors, float_tensors
+from bridge.runtime.metrics import sqnr_db
+from bridge.runtime.runners import TorchRunner
+from bridge.runtime.torch_layers import TorchLayers
 from bridge.verify.divergence import first_divergence
+from bridge.verify.folder import _load_onnx, _load_tflite, load_folder
 from bridge.verify.layer_stats import LayerStats
 from bridge.verify.unscale import Unscaler
 
@@ -221,8 +228,6 @@ def _runtimes(inputs: LayerInputs, names: list[str]) -> dict[str, Any]:
         "ort": OrtTensors(inputs.onnx, inputs.contract, {t: t for t in names}),
     }
     if inputs.module is not None and inputs.exported is not None:
-        from bridge.runtime.torch_layers import TorchLayers
-
         runtimes["torch"] = TorchLayers(
             inputs.module, inputs.contract, inputs.exported, floor_db=_export_floor(inputs)
         )
@@ -262,8 +267,6 @@ def fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     lowering stores them (same size threshold, constants beyond float16's range kept)."""
     from onnx import numpy_helper
 
-    from bridge.lower.fp16 import FP16_MAX, MIN_ELEMENTS
-
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     for init in copy.graph.initializer:
@@ -302,9 +305,6 @@ def localize_dir(
         ModelLoadError: a file is missing or unreadable.
         ConfigError: `module` does not reproduce the stored torch outputs.
     """
-    from bridge.api import FILES
-    from bridge.verify.folder import _load_onnx, _load_tflite, load_folder
-
     stored = load_folder(path)
     root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
     tflite_contract, feeds, reference = stored.tflite_contract, stored.feeds, stored.reference
@@ -343,8 +343,6 @@ def dynamic_qdq(optimised: OnnxArtifact, quantization: Mapping[str, Any]) -> Onn
     quantization config saved in its report (a conversion folder does not store it; it needs
     no calibration data, so the same config gives the same model)."""
     from dataclasses import fields
-
-    from bridge.quantize import QuantConfig, quantize
 
     saved = dict(quantization.get("config") or {})
     known = {f.name for f in fields(QuantConfig)}
@@ -393,9 +391,6 @@ def report_correspondence(report: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _check_module(module: Any, contract: IOContract, feed, reference) -> None:
-    from bridge.runtime.metrics import sqnr_db
-    from bridge.runtime.runners import TorchRunner
-
     out = TorchRunner(module, contract).run(feed)
     floor = tolerances.FP32_MIN_SQNR_DB
     for name, ref in reference.items():

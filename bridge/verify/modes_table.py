@@ -2,24 +2,26 @@
 
 One row per mode: .tflite size, median LiteRT latency (1 thread), the worst torch ⇄ LiteRT SQNR
 over the outputs, the number of TRANSPOSE operators and of operators computing on float
-activations. `write_summary` writes OUT/report.md and OUT/report.html.
+activations, read from each mode's folder (`bridge.compare` converts and writes the summary).
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import statistics
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.contract import IOContract
 from bridge.errors import ModelLoadError
-from bridge.verify.report import markdown_table, table
-
-log = logging.getLogger(__name__)
+from bridge.outdir import FILES
+from bridge.runtime import tflite_io
+from bridge.runtime.runners import LiteRTRunner
+from bridge.verify.folder import _load_samples
+from bridge.verify.layer_report import verdict
+from bridge.verify.tables import markdown_table, table
 
 #: Latency: untimed warm-up invokes, then timed invokes until either bound is reached.
 WARMUP_RUNS = 2
@@ -35,8 +37,6 @@ BOUNDARY_OPS = frozenset({"QUANTIZE", "DEQUANTIZE"})
 def float_op_count(data: bytes) -> int:
     """Operators of the main subgraph that write a float32 activation (QUANTIZE/DEQUANTIZE
     excluded): all of an fp32 model, the hybrid and float fallbacks of a quantized one."""
-    from bridge.runtime import tflite_io
-
     model = tflite_io.load(data)
     sg = model.subgraphs[0]
     count = 0
@@ -51,11 +51,6 @@ def float_op_count(data: bytes) -> int:
 
 def bench_ms(folder: Path, report: Mapping[str, Any]) -> float:
     """Median LiteRT invoke time in ms (1 thread, default delegates) on the first stored input."""
-    from bridge.api import FILES
-    from bridge.contract import IOContract
-    from bridge.runtime.runners import LiteRTRunner
-    from bridge.verify.folder import _load_samples
-
     contract = IOContract.from_dict(report["contract"])
     feeds, _ = _load_samples(folder / FILES["samples"], contract)
     runner = LiteRTRunner(
@@ -79,9 +74,6 @@ def bench_ms(folder: Path, report: Mapping[str, Any]) -> float:
 
 def mode_row(folder: Path, mode: str, *, latency: bool = True) -> dict[str, Any]:
     """The comparison row of one conversion folder (its report is kept under "report")."""
-    from bridge.api import FILES
-    from bridge.runtime import tflite_io
-
     try:
         report = json.loads((folder / FILES["report"]).read_text())
         data = (folder / FILES["tflite"]).read_bytes()
@@ -149,8 +141,6 @@ def render_text(summary: Mapping[str, Any]) -> str:
 
 def render_markdown(summary: Mapping[str, Any]) -> str:
     """The top-level report.md: the modes table, then each mode's per-layer verdict."""
-    from bridge.verify.layer_report import verdict
-
     lines = [f"# bridge modes: {summary.get('model') or 'model'}", ""]
     lines += [markdown_table(HEADER, table_rows(summary["rows"])), ""]
     lines += [
@@ -163,66 +153,3 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         if layers:
             lines += [f"- **{r['mode']}**: {verdict(layers)}"]
     return "\n".join(lines) + "\n"
-
-
-def write_summary(
-    out_dir: str | Path, modes: Sequence[str], *, errors: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Write OUT/report.md and OUT/report.html comparing `modes`; returns the summary."""
-    from bridge.verify.html import render_modes_html
-
-    root = Path(out_dir)
-    summary = summarize(root, modes, errors=errors)
-    root.mkdir(parents=True, exist_ok=True)
-    for name, text in (
-        ("report.md", render_markdown(summary)),
-        ("report.html", render_modes_html(summary)),
-    ):
-        tmp = root / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, root / name)
-    return summary
-
-
-def convert_modes(
-    model: Any,
-    example_inputs: Sequence[Any],
-    out_dir: str | Path,
-    modes: Sequence[str],
-    *,
-    calibration: Any = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """`bridge.convert` once per mode into OUT/<mode>/, then OUT/report.md and OUT/report.html.
-
-    A mode that fails (parity or any BridgeError) is recorded in the summary with its message
-    and the others still run. Returns the summary; "failed" lists the modes that failed.
-    """
-    import bridge
-    from bridge.api import MODES
-    from bridge.errors import BridgeError, ConfigError
-
-    if not modes or any(m not in MODES for m in modes):
-        raise ConfigError(f"modes {list(modes)}: choose from {', '.join(MODES)}")
-    if calibration is not None and not isinstance(calibration, str | os.PathLike | list | tuple):
-        calibration = list(calibration)  # every mode reads it again
-    root = Path(out_dir)
-    errors: dict[str, str] = {}
-    for mode in dict.fromkeys(modes):
-        log.info("mode %s → %s", mode, root / mode)
-        needs_data = mode in ("int8", "int16x8")
-        try:
-            bridge.convert(
-                model,
-                example_inputs,
-                root / mode,
-                quantize=mode,
-                calibration=calibration if needs_data else None,
-                **options,
-            )
-        except BridgeError as e:
-            log.error("mode %s failed: %s", mode, e)
-            errors[mode] = str(e)
-    summary = write_summary(root, list(dict.fromkeys(modes)), errors=errors)
-    summary["failed"] = sorted(errors)
-    return summary

@@ -7,6 +7,8 @@ import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bridge.verify.layer_report import pair_label
+
 #: Plotted SQNR is clipped to this range so that exact matches (200 dB) do not flatten the rest.
 SQNR_AXIS_DB = (-10.0, 150.0)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")
@@ -30,8 +32,6 @@ def _png(fig: Any) -> str:
 
 def layer_plot(layers: Mapping[str, Any]) -> str:
     """SQNR per layer and link (lines), each judged floor (dashed), the first divergence (red)."""
-    from bridge.verify.layer_report import pair_label
-
     rows = layers["rows"]
     labels = layers.get("labels", {})
     fig = _figure(10.0, 3.8)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.verify.layer_report import render_markdown as render_layers
+from bridge.verify.tables import markdown_table
+
 
 def parity_rows(report: dict[str, Any]) -> list[list[str]]:
     """One row per (runtime pair, output), its worst sample's numbers: pair, output, SQNR,
@@ -50,21 +53,6 @@ def _worst(c: dict[str, Any]) -> str:
     return "" if c.get("sample") is None else f"{c['sample']} of {c['samples']}"
 
 
-def table(header: list[str], rows: list[list[str]]) -> str:
-    """A plain fixed-width text table."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(str(x).ljust(w) for x, w in zip(r, widths, strict=True)) for r in rows]
-    return "\n".join(out)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def summary_line(report: dict[str, Any]) -> str:
     size = report.get("sizes", {}).get("tflite_bytes", 0) / 1e6
     secs = report.get("seconds", {}).get("total", 0.0)
@@ -103,8 +91,6 @@ def render_markdown(report: dict[str, Any]) -> str:
     if report.get("failures"):
         lines += ["**Failures:**", ""] + [f"- {f}" for f in report["failures"]] + [""]
     if report.get("layers"):
-        from bridge.verify.layer_report import render_markdown as render_layers
-
         lines += [render_layers(report["layers"])]
     low = report.get("lowering", {})
     if low.get("op_counts"):

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import models
-from bridge.verify.modes_table import convert_modes
+from bridge.compare import convert_modes
 
 MODEL = "digits_cnn"
 WIDTH, HEIGHT = 1200, 1600

@@ -160,12 +160,12 @@ def test_parity_failure_writes_nothing(
 def test_crash_while_writing_leaves_folder_as_it_was(
     existing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge.verify import report as report_module
+    from bridge import api
 
     def broken(report: dict) -> str:
         raise OSError("disk full")
 
-    monkeypatch.setattr(report_module, "render_markdown", broken)
+    monkeypatch.setattr(api, "render_markdown", broken)
     before = snapshot(existing)
     model, inputs = tiny_cnn(seed=1)
     with pytest.raises(OSError, match="disk full"):
