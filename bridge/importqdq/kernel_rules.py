@@ -30,7 +30,8 @@ from onnx import numpy_helper
 
 from bridge.errors import QdqRuleError
 from bridge.lower.int8_assign import SCALE_RTOL
-from bridge.lower.int8_qdq import QdqModel, QParams
+from bridge.lower.int8_qdq import QdqModel
+from bridge.qparams import QParams
 from bridge.quantize import rules
 from bridge.quantize.weights import BIAS_DTYPES
 

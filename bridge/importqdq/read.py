@@ -17,7 +17,8 @@ import onnx
 
 from bridge.contract import IOContract, TensorSpec, guess_layout
 from bridge.errors import ModelLoadError
-from bridge.lower.int8_qdq import QdqModel, QParams
+from bridge.lower.int8_qdq import QdqModel
+from bridge.qparams import QParams
 
 _Q_OPS = ("QuantizeLinear", "DequantizeLinear")
 

@@ -23,7 +23,8 @@ from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_match import match_channels, match_channels_scaled, match_constant
-from bridge.lower.int8_qdq import QdqModel, QParams
+from bridge.lower.int8_qdq import QdqModel
+from bridge.qparams import QParams
 from bridge.quantize.weights import BIAS_DTYPES
 
 #: TFLite TensorType codes by name.
@@ -117,19 +118,17 @@ class ConstantWriter:
                     f"weight {name!r} is quantized as {qp.dtype} with zero points "
                     f"{qp.zero_point[:4].tolist()}...; TFLite needs symmetric int8 weights"
                 )
-        shape = [1] * w.ndim
-        shape[axis] = -1
-        q = w / (scale.reshape(shape) if scale.size > 1 else scale.reshape(()))
-        err = float(np.max(np.abs(q - np.round(q)))) if q.size else 0.0
+        wq = QParams(scale, 0, "int8", axis, narrow=True)
+        steps = wq.steps(w)
+        err = float(np.max(np.abs(steps - np.rint(steps)))) if steps.size else 0.0
         if qp is not None and err > _INT_TOL:
             raise LoweringError(
                 f"weight {name!r} is not a multiple of its QDQ scales (off by {err:.3g} steps); "
                 "the float lowering changed the weight values"
             )
-        q = np.clip(np.round(q), -127, 127).astype(np.int8)
-        quant = quantization(scale.astype(np.float32), np.zeros(scale.size, np.int64), axis=axis)
+        quant = quantization(wq.scale, wq.zero_point, axis=axis)
         return graph.add_tensor(
-            name, graph.tensor(idx).shape, TYPE_CODES["int8"], data=q, quant=quant
+            name, graph.tensor(idx).shape, TYPE_CODES["int8"], data=wq.quantize(w), quant=quant
         )
 
     def is_qdq_weight(self, w: np.ndarray, axis: int) -> bool:
@@ -146,11 +145,10 @@ class ConstantWriter:
     def _bias(self, idx: int, scale: np.ndarray) -> int:
         graph = self.graph
         b = graph.constant(idx).astype(np.float64)
-        s = np.broadcast_to(scale.astype(np.float32).astype(np.float64), b.shape)
+        s = np.broadcast_to(scale.astype(np.float32), b.shape)
         dtype = BIAS_DTYPES[self.act_dtype]
-        info = np.iinfo(dtype)
-        q = np.clip(np.round(b / np.where(s > 0, s, 1.0)), info.min, info.max).astype(dtype)
-        quant = quantization(s.astype(np.float32), np.zeros(b.size, np.int64), axis=0)
+        q = QParams(np.where(s > 0, s, 1.0), 0, dtype, axis=0).quantize(b)
+        quant = quantization(s, np.zeros(b.size, np.int64), axis=0)
         code = TYPE_CODES[dtype]
         return graph.add_tensor(graph.name(idx), graph.tensor(idx).shape, code, data=q, quant=quant)
 
@@ -168,13 +166,12 @@ class ConstantWriter:
             self.computed.append(
                 {"tensor": name, "reason": "constant operand matches no QDQ constant; min/max"}
             )
-        info = np.iinfo(np.dtype(act_dtype))
-        q = np.clip(np.round(value / qp.scale) + qp.zero_point, info.min, info.max)
+        q = QParams(qp.scale, qp.zero_point, act_dtype).quantize(value)
         return graph.add_tensor(
             name,
             graph.tensor(idx).shape,
             TYPE_CODES[act_dtype],
-            data=q.astype(act_dtype),
+            data=q,
             quant=quantization([qp.scale], [qp.zero_point]),
         )
 

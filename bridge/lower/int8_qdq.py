@@ -20,6 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from bridge.errors import LoweringError
+from bridge.qparams import QParams
 
 _ONNX_INT_DTYPES = {
     onnx.TensorProto.INT8: "int8",
@@ -28,35 +29,6 @@ _ONNX_INT_DTYPES = {
     onnx.TensorProto.UINT16: "uint16",
     onnx.TensorProto.INT32: "int32",
 }
-
-
-@dataclass(frozen=True)
-class QParams:
-    """Quantization parameters of one tensor: real = (q − zero_point) · scale.
-
-    Attributes:
-        scale: float32 scales, one per tensor or one per channel along `axis`.
-        zero_point: integer zero points, same length as `scale`.
-        dtype: the integer type ("int8", "int16", "int32", ...); uint8 is shifted to int8.
-        axis: the channel axis of the ONNX tensor for per-channel parameters, else None.
-    """
-
-    scale: np.ndarray
-    zero_point: np.ndarray
-    dtype: str
-    axis: int | None = None
-
-    @property
-    def per_channel(self) -> bool:
-        return self.axis is not None and self.scale.size > 1
-
-    def to_dict(self) -> dict:
-        return {
-            "scale": [float(s) for s in self.scale],
-            "zero_point": [int(z) for z in self.zero_point],
-            "dtype": self.dtype,
-            "axis": self.axis,
-        }
 
 
 @dataclass(frozen=True)
@@ -111,7 +83,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
             src = node.input[0]
             if src in consts or src in folded:
                 value = consts[src] if src in consts else folded[src]
-                quantized_consts[node.output[0]] = (_quantize(value, qp), qp)
+                quantized_consts[node.output[0]] = (qp.quantize(np.asarray(value, np.float64)), qp)
                 continue
             src = aliases.get(src, src)
             _record(activations, src, qp, node)
@@ -125,7 +97,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
                     if src in quantized_consts
                     else (consts[src], _qparams(node, consts))
                 )
-                folded[node.output[0]] = _dequantize(q, qp)
+                folded[node.output[0]] = qp.dequantize(q)
                 constants[node.output[0]] = _normalise(qp)
                 continue
             if src not in aliases:
@@ -172,8 +144,6 @@ def _qparams(node: onnx.NodeProto, consts: dict[str, np.ndarray]) -> QParams:
         dtype, zero = "uint8", np.zeros(scale.shape, np.int64)
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     axis = int(attrs.get("axis", 1)) if scale.size > 1 else None
-    if zero.size == 1 and scale.size > 1:
-        zero = np.repeat(zero, scale.size)
     return QParams(scale, zero, dtype, axis)
 
 
@@ -182,26 +152,6 @@ def _normalise(qp: QParams) -> QParams:
     if qp.dtype == "uint8":
         return QParams(qp.scale, qp.zero_point - 128, "int8", qp.axis)
     return qp
-
-
-def _broadcast(qp: QParams, ndim: int) -> tuple[np.ndarray, np.ndarray]:
-    scale, zero = qp.scale.astype(np.float64), qp.zero_point.astype(np.float64)
-    if qp.axis is None or qp.scale.size == 1:
-        return scale.reshape(()), zero.reshape(())
-    shape = [1] * ndim
-    shape[qp.axis % ndim] = -1
-    return scale.reshape(shape), zero.reshape(shape)
-
-
-def _dequantize(q: np.ndarray, qp: QParams) -> np.ndarray:
-    scale, zero = _broadcast(qp, np.ndim(q))
-    return ((np.asarray(q, np.float64) - zero) * scale).astype(np.float32)
-
-
-def _quantize(x: np.ndarray, qp: QParams) -> np.ndarray:
-    scale, zero = _broadcast(qp, np.ndim(x))
-    info = np.iinfo(np.dtype(qp.dtype))
-    return np.clip(np.round(np.asarray(x, np.float64) / scale) + zero, info.min, info.max)
 
 
 def _record(table: dict[str, QParams], name: str, qp: QParams, node: onnx.NodeProto) -> None:

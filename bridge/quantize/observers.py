@@ -1,7 +1,7 @@
 """Observers: gather statistics of one tensor and turn them into a range [lo, hi].
 
 Collecting statistics and deriving qparams are separate: every observer ends in the same
-`bridge.quantize.qparams.affine_qparams`; subclasses change only how the range is found.
+`bridge.qparams.affine_qparams`; subclasses change only how the range is found.
 
 - `MinMaxObserver`: the running minimum and maximum.
 - `MovingAverageObserver`: exponential moving average of each batch's min and max,
@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from bridge.errors import CalibrationError, ConfigError
-from bridge.quantize.qparams import affine_qparams, qrange
+from bridge.qparams import affine_qparams, qrange
 from bridge.quantize.tails import Extremes, widen
 from bridge.registry import Registry
 

@@ -39,10 +39,10 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from bridge.qparams import qrange
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.observers import Observer
 from bridge.quantize.patterns import Match, find_patterns
-from bridge.quantize.qparams import qrange
 from bridge.quantize.rules import (
     FLOAT_ABSORBED_OPS,
     INT8_TABLE_OPS,

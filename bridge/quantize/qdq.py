@@ -29,11 +29,11 @@ from onnx import helper, numpy_helper
 
 from bridge.artifact import OnnxArtifact
 from bridge.errors import ConfigError
+from bridge.qparams import QParams, affine_qparams, qrange
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
-from bridge.quantize.qparams import affine_qparams, qrange, quantize
 from bridge.quantize.rules import REACH_CUT_OPS, SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
 from bridge.quantize.weights import BIAS_DTYPES, quantize_bias, quantize_weight
 
@@ -427,7 +427,7 @@ class _Writer:
         for t in self.plan.constants:
             value = self.consts[t]
             scale, zero = self.qparams[t]
-            q = quantize(value.astype(np.float32), scale, zero, dtype)
+            q = QParams(scale, zero, dtype).quantize(value.astype(np.float32))
             q_name = self._init(f"{t}_quantized", q)
             node, out = self._dq(q_name, scale, zero, t, None)
             self.head.append(node)

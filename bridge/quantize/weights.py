@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from bridge.quantize.qparams import affine_qparams, qrange, quantize
+from bridge.qparams import QParams
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +49,10 @@ class PerChannelMinMax:
             raise ValueError("PerChannelMinMax.range() called before update()")
         return self.min_val, self.max_val
 
-    def qparams(self, dtype: str = "int8") -> tuple[np.ndarray, np.ndarray]:
+    def qparams(self, dtype: str = "int8") -> QParams:
         """Symmetric narrow-range qparams (zero point 0, [−127, 127] for int8)."""
         lo, hi = self.range()
-        return affine_qparams(lo, hi, dtype=dtype, symmetric=True, narrow=True)
+        return QParams.symmetric_weights(lo, hi, self.axis, dtype)
 
 
 def quantize_weight(
@@ -61,10 +61,9 @@ def quantize_weight(
     """(q, scale, zero_point) of a weight, symmetric per channel along `axis`."""
     obs = PerChannelMinMax(axis)
     obs.update(w)
-    scale, zero = obs.qparams(dtype)
-    qmin, _ = qrange(dtype, narrow=True)
-    q = np.maximum(quantize(w, scale, zero, dtype, axis), qmin).astype(dtype)
-    return q, scale, zero
+    qp = obs.qparams(dtype)
+    shape = np.shape(obs.range()[0])
+    return qp.quantize(w), qp.scale.reshape(shape), qp.zero_point.astype(dtype).reshape(shape)
 
 
 def bias_scale(input_scale: float | np.ndarray, weight_scale: np.ndarray, size: int) -> np.ndarray:
@@ -90,11 +89,8 @@ def quantize_bias(
         dtype: "int32" or "int64" (BIAS_DTYPES); q and the zero point have this type.
     """
     b = np.asarray(b, np.float64).ravel()
-    scale = bias_scale(input_scale, weight_scale, b.size)
-    q = np.rint(b / scale.astype(np.float64))
-    info = np.iinfo(dtype)
-    if np.any(q < info.min) or np.any(q > info.max):
+    qp = QParams(bias_scale(input_scale, weight_scale, b.size), 0, dtype, axis=0)
+    steps = np.rint(qp.steps(b))
+    if np.any(steps < qp.qmin) or np.any(steps > qp.qmax):
         log.warning("bias %s overflows %s at scale s_in·s_w; values are clipped", name, dtype)
-    # the largest float64 below max + 1 truncates to max (int64's max is no float64: 2**63)
-    hi = np.nextafter(float(info.max) + 1.0, 0.0)
-    return np.clip(q, float(info.min), hi).astype(dtype), scale, np.zeros(b.size, dtype)
+    return qp.quantize(b), qp.scale, np.zeros(b.size, dtype)

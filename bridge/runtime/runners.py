@@ -16,6 +16,7 @@ import onnx
 
 from bridge.contract import IOContract, to_layout
 from bridge.errors import BridgeError, LoweringError, ModelLoadError, ShapeError
+from bridge.qparams import QParams
 from bridge.registry import Registry
 from bridge.runtime import sandbox
 
@@ -240,19 +241,20 @@ def _by_name(details: list[dict], specs: Sequence, kind: str) -> list[dict]:
     return list(details)
 
 
+def _io_qparams(detail: dict) -> QParams:
+    """The per-tensor parameters LiteRT reports for an integer model input or output."""
+    scale, zero = detail["quantization"]
+    return QParams(scale, zero, np.dtype(detail["dtype"]).name)
+
+
 def _quantize_io(x: np.ndarray, detail: dict) -> np.ndarray:
     dtype = detail["dtype"]
     if np.dtype(dtype).kind in "iu" and np.asarray(x).dtype.kind == "f":
-        scale, zero = detail["quantization"]
-        info = np.iinfo(dtype)
-        q = np.round(x / scale) + zero
-        return np.clip(q, info.min, info.max).astype(dtype)
+        return _io_qparams(detail).quantize(x)
     return np.asarray(x, dtype=dtype)
 
 
 def _dequantize_io(y: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]).kind in "iu":
-        scale, zero = detail["quantization"]
-        if scale:
-            return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+    if np.dtype(detail["dtype"]).kind in "iu" and detail["quantization"][0]:
+        return _io_qparams(detail).dequantize(y)
     return y

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from bridge.errors import CalibrationError, ConfigError
+from bridge.qparams import QParams
 from bridge.quantize.observers import (
     OBSERVERS,
     Histogram,
@@ -16,7 +17,6 @@ from bridge.quantize.observers import (
     Observer,
     PercentileObserver,
 )
-from bridge.quantize.qparams import fake_quantize
 
 #: A range search must clip a lone outlier at 50 for N(0, 1) data to below this.
 CLIPPED_HI = 10.0
@@ -30,7 +30,7 @@ def gaussian_with_outlier(n: int = 20_000, seed: int = 0) -> np.ndarray:
 
 def mse(x: np.ndarray, observer: object) -> float:
     scale, zero = observer.qparams()  # type: ignore[attr-defined]
-    return float(np.mean((fake_quantize(x, scale, zero) - x) ** 2))
+    return float(np.mean((QParams(scale, zero, "int8").fake_quantize(x) - x) ** 2))
 
 
 def test_registry_names() -> None:
@@ -158,7 +158,9 @@ def test_constant_tensor_gives_its_value_and_zero() -> None:
     obs.update(np.full(100, 3.0, np.float32))
     assert obs.range() == (3.0, 3.0)
     scale, zero = obs.qparams()
-    assert fake_quantize(np.float32(3.0), scale, zero) == pytest.approx(3.0, abs=float(scale))
+    assert QParams(scale, zero, "int8").fake_quantize(np.float32(3.0)) == pytest.approx(
+        3.0, abs=float(scale)
+    )
 
 
 def test_non_finite_values_are_skipped_and_counted() -> None:
