@@ -37,7 +37,7 @@ from bridge.lower.int8_constants import ConstantWriter
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
-from bridge.runtime import tflite_io
+from bridge.runtime import sandbox, tflite_io
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ def _load_check(data: bytes) -> None:
     """Raise LoweringError unless LiteRT can load the model and prepare every kernel."""
     from ai_edge_litert.interpreter import Interpreter
 
+    sandbox.probe(data, sandbox.Options(num_threads=1))  # a native crash: RuntimeCrashError
     try:
         Interpreter(model_content=data, num_threads=1).allocate_tensors()
     except (RuntimeError, ValueError) as e:

@@ -18,7 +18,7 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.lower import layout
-from bridge.runtime import tflite_io
+from bridge.runtime import sandbox, tflite_io
 from bridge.runtime.feeds import random_feeds
 from bridge.runtime.metrics import sqnr_db
 
@@ -79,7 +79,9 @@ def _run_both(model: Any, onnx_model: onnx.ModelProto, contract: IOContract):
         onnx_model.SerializeToString(), providers=["CPUExecutionProvider"]
     )
     want = dict(zip(contract.output_names, session.run(contract.output_names, feeds), strict=True))
-    interp = Interpreter(model_content=tflite_io.save(model))
+    data = tflite_io.save(model)
+    sandbox.probe(data, sandbox.Options())  # a native crash: RuntimeCrashError
+    interp = Interpreter(model_content=data)
     interp.allocate_tensors()
     for d in interp.get_input_details():
         interp.set_tensor(d["index"], feeds[d["name"]].astype(d["dtype"]))

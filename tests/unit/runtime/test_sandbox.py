@@ -18,7 +18,7 @@ import torch
 from bridge import cli
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import ModelLoadError, RuntimeCrashError
-from bridge.lower import graph_edit
+from bridge.lower import graph_edit, integer
 from bridge.runtime import sandbox, tflite_io
 from bridge.runtime.runners import LiteRTRunner
 from tests.unit.lower.tflite_models import empty_model
@@ -230,3 +230,10 @@ def test_without_a_zygote_a_one_shot_child_still_catches_the_crash(
     with pytest.raises(RuntimeCrashError) as caught:
         LiteRTRunner(_model(4, crash=True, at="invoke"), CONTRACT)
     assert (caught.value.op_index, caught.value.stage) == (4, "invoke"), str(caught.value)
+
+
+def test_the_lowerings_own_load_check_is_sandboxed_too() -> None:
+    """integer._load_check loads every integer model before verification: a crash there is typed."""
+    with pytest.raises(RuntimeCrashError) as caught:
+        integer._load_check(_model(1, crash=True))
+    assert (caught.value.op_index, caught.value.op_type) == (1, "IF"), str(caught.value)
