@@ -18,9 +18,8 @@ consumers keep reading the float value and only quantized consumers read the QDQ
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -29,12 +28,12 @@ from onnx import helper, numpy_helper
 
 from bridge.artifact import OnnxArtifact
 from bridge.errors import ConfigError
-from bridge.qparams import QParams, affine_qparams, qrange
+from bridge.qparams import QParams
+from bridge.quantize.assign import Assignment, assign_qparams
 from bridge.quantize.config import QuantConfig
 from bridge.quantize.gptq import InputMoments
 from bridge.quantize.observers import Observer
 from bridge.quantize.plan import QuantPlan, build_plan, constant_values
-from bridge.quantize.rules import REACH_CUT_OPS, SHARED_SCALE_MAX_RATIO, SOFTMAX_INPUT_SPAN
 from bridge.quantize.weights import BIAS_DTYPES, quantize_bias, quantize_weight
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,7 @@ def quantize_model(
     if not float_weights:
         writer.weights(moments)
     if config.activation_dtype is not None:
-        writer.activations(observers)
+        writer.activations(assign_qparams(plan, observers, model=model, config=config), observers)
         writer.constants()
         if not float_weights:
             writer.biases()
@@ -247,16 +246,12 @@ class _Writer:
             )
 
     # activations and constants ---------------------------------------------------------
-    def activations(self, observers: Mapping[str, Observer]) -> None:
+    def activations(self, assigned: Assignment, observers: Mapping[str, Observer]) -> None:
+        """QuantizeLinear → DequantizeLinear after every planned activation, as `assigned`."""
         dtype = self.config.activation_dtype or "int8"
-        symmetric = self.config.symmetric_activations
-        used_range: dict[str, tuple[float, float]] = {}
-        for group in self.plan.groups:
-            sym = symmetric or any(t in self.plan.symmetric for t in group)
-            scale, zero, rng = self._group_qparams(group, observers, dtype, sym)
-            for t in group:
-                self.qparams[t] = (scale, zero)
-                used_range[t] = rng
+        self.qparams = {t: _scalars(qp) for t, qp in assigned.qparams.items()}
+        self.narrow = assigned.narrow
+        used_range = assigned.ranges
         producers = {t: i for i, n in enumerate(self.graph.node) for t in n.output}
         outputs = {o.name for o in self.graph.output}
         # integer model inputs reach every reader dequantized, float ones too
@@ -302,125 +297,6 @@ class _Writer:
                 shares_scale_with=[m for m in self._group(t) if m != t],
                 symmetric=bool(int(np.asarray(zero)) == 0 and t in self.plan.symmetric),
             )
-
-    def _group_qparams(
-        self, group: list[str], observers: Mapping[str, Observer], dtype: str, symmetric: bool
-    ) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
-        """One (scale, zero point, range) for tensors that share a scale."""
-        fixed = list(dict.fromkeys(self.plan.fixed[t] for t in group if t in self.plan.fixed))
-        if fixed:
-            if len(fixed) > 1:
-                log.warning(
-                    "tensors %s share a scale but have different fixed qparams %s; using %s",
-                    group,
-                    fixed,
-                    fixed[0],
-                )
-            scale = np.asarray(fixed[0][0], np.float32)
-            zero = np.asarray(fixed[0][1], dtype)
-            qmin, qmax = qrange(dtype)
-            z = int(fixed[0][1])
-            rng = (float((qmin - z) * scale), float((qmax - z) * scale))
-            return scale, zero, rng
-        ranges, lo, hi = self._observed_range(group, observers)
-        lo, hi = self._reachable(group, observers, lo, hi)
-        self._check_spread(ranges, lo, hi)
-        scale, zero = affine_qparams(lo, hi, dtype=dtype, symmetric=symmetric)
-        return scale, zero, (lo, hi)
-
-    def _observed_range(
-        self, group: list[str], observers: Mapping[str, Observer]
-    ) -> tuple[dict[str, tuple[float, float]], float, float]:
-        """The members' ranges, and the group's [lo, hi] (with the Softmax input cut)."""
-        ranges = {t: observers[t].range() for t in group if t in observers}
-        ranges |= {
-            t: (float(self.consts[t].min()), float(self.consts[t].max()))
-            for t in group
-            if t in self.consts
-        }
-        lo = min((r[0] for r in ranges.values()), default=0.0)
-        hi = max((r[1] for r in ranges.values()), default=0.0)
-        if any(t in self._softmax_inputs for t in group):
-            members = [observers[t] for t in group if t in observers]
-            lo, hi = softmax_input_range(members, lo, hi)
-        return ranges, lo, hi
-
-    def _range_of(self, t: str, observers: Mapping[str, Observer]) -> tuple[float, float] | None:
-        """The range tensor `t`'s group is quantized to, before any reach cut; None if none."""
-        group = self._group(t)
-        fixed = [self.plan.fixed[m] for m in group if m in self.plan.fixed]
-        if fixed:
-            qmin, qmax = qrange(self.config.activation_dtype or "int8")
-            (scale, z) = fixed[0]
-            return float((qmin - z) * scale), float((qmax - z) * scale)
-        if not any(m in observers or m in self.consts for m in group):
-            return None
-        _, lo, hi = self._observed_range(group, observers)
-        return lo, hi
-
-    def _reachable(
-        self, group: list[str], observers: Mapping[str, Observer], lo: float, hi: float
-    ) -> tuple[float, float]:
-        """Cut [lo, hi] to the values that can reach the output ranges of the group's readers
-        when every reader is a quantized Add (rules.REACH_CUT_OPS): b ∈ [L − hi_a, H − lo_a]
-        for an output quantized to [L, H]; anything beyond saturates the output either way."""
-        need: list[tuple[float, float]] = []
-        for t in group:
-            if t in self._graph_outputs:
-                return lo, hi
-            for i in self._readers.get(t, []):
-                data = self.plan.data_inputs.get(i, [])
-                node = self.graph.node[i]
-                if i not in self.plan.quantized or node.op_type not in REACH_CUT_OPS:
-                    return lo, hi
-                if len(data) != 2:
-                    return lo, hi
-                others = [x for x in data if x != t]
-                if len(others) != 1:
-                    return lo, hi
-                out = self._range_of(node.output[0], observers)
-                other = self._range_of(others[0], observers)
-                if out is None or other is None:
-                    return lo, hi
-                step = (out[1] - out[0]) / 255
-                need.append((out[0] - other[1] - step, out[1] - other[0] + step))
-        if not need:
-            return lo, hi
-        return max(lo, min(n[0] for n in need)), min(hi, max(n[1] for n in need))
-
-    @functools.cached_property
-    def _readers(self) -> dict[str, list[int]]:
-        readers: dict[str, list[int]] = {}
-        for i, node in enumerate(self.graph.node):
-            for t in dict.fromkeys(x for x in node.input if x):
-                readers.setdefault(t, []).append(i)
-        return readers
-
-    @functools.cached_property
-    def _graph_outputs(self) -> set[str]:
-        return {o.name for o in self.graph.output}
-
-    @functools.cached_property
-    def _softmax_inputs(self) -> set[str]:
-        return {n.input[0] for n in self.graph.node if n.op_type == "Softmax"}
-
-    def _check_spread(self, ranges: Mapping[str, tuple[float, float]], lo: float, hi: float):
-        """Report members of a shared-scale group left few levels (rules.SHARED_SCALE_MAX_RATIO)."""
-        width = max(hi, 0.0) - min(lo, 0.0)
-        for t, (a, b) in ranges.items():
-            if a == b == 0.0:  # an all-zero tensor (Min(x, 0)'s bound) is exact at any scale
-                continue
-            ratio = width / max(max(b, 0.0) - min(a, 0.0), 1e-30)
-            if ratio > SHARED_SCALE_MAX_RATIO:
-                log.warning("%r shares one int8 scale with a range %.0f× wider", t, ratio)
-                self.narrow.append(
-                    {
-                        "tensor": t,
-                        "ratio": float(ratio),
-                        "levels": float(256 / ratio),
-                        "shares_scale_with": [m for m in ranges if m != t],
-                    }
-                )
 
     def constants(self) -> None:
         dtype = self.config.activation_dtype or "int8"
@@ -487,53 +363,9 @@ class _Writer:
         return self.model
 
 
-def softmax_input_range(observers: Sequence[Observer], lo: float, hi: float) -> tuple[float, float]:
-    """The range of a Softmax input whose observers chose [lo, hi] (rules.SOFTMAX_INPUT_SPAN).
-
-    Softmax is shift-invariant per row, and a value more than SPAN below its row's maximum
-    weighs less than e^-SPAN, below any int8 output step. An additive mask (−10000) puts the
-    masked scores in a cluster far below the real ones: values under an empty gap wider than
-    SPAN in the calibration histogram are such values (every row that holds a real score has
-    its maximum above the gap). The range reaches SPAN below the real scores (all but their
-    lowest `_CLUSTER_QUANTILE`, which lie far below their own row's maximum), so masked scores,
-    clipped to its bottom, still weigh nothing in any row. The top is the observed maximum: the
-    largest score of each row matters most, and the observer's error criterion, dominated by
-    the masked values, may clip it. Without such a gap nothing is cut at the bottom; without a
-    histogram fine enough to see one (minmax observers, float32's minimum as the mask) the
-    range is cut to [hi − SPAN, hi], which can flatten rows whose maximum is far below `hi`.
-    """
-    if not observers:
-        return lo, hi
-    hi = max(hi, *(float(o.max_val) for o in observers))
-    bottoms = [_cluster_bottom(o) for o in observers]
-    if any(b is None for b in bottoms):
-        return max(lo, hi - SOFTMAX_INPUT_SPAN), hi
-    return max(lo, min(b for b in bottoms if b is not None) - SOFTMAX_INPUT_SPAN), hi
-
-
-#: The fraction of the real scores (above the mask gap) that a Softmax input's range may leave
-#: below it: the histogram's re-binning smears a few counts below the true minimum.
-_CLUSTER_QUANTILE = 1e-5
-
-
-def _cluster_bottom(observer: Observer) -> float | None:
-    """The `_CLUSTER_QUANTILE` quantile of the values above every empty histogram gap wider
-    than SOFTMAX_INPUT_SPAN (of all values when there is no such gap); None when the observer
-    keeps no histogram or its bins are too wide to see such a gap."""
-    hist = getattr(observer, "hist", None)
-    if hist is None or not 0.0 < hist.width < SOFTMAX_INPUT_SPAN:
-        return None
-    occupied = np.flatnonzero(hist.counts > 0)
-    if occupied.size == 0:
-        return None
-    edges = hist.edges
-    gaps = edges[occupied[1:]] - edges[occupied[:-1] + 1]
-    wide = np.flatnonzero(gaps > SOFTMAX_INPUT_SPAN)
-    start = int(occupied[wide[-1] + 1]) if wide.size else int(occupied[0])
-    cluster = hist.counts[start:]
-    cdf = np.cumsum(cluster) / cluster.sum()
-    k = int(np.searchsorted(cdf, _CLUSTER_QUANTILE, side="right"))
-    return max(float(edges[start + k]), float(observer.min_val))
+def _scalars(qp: QParams) -> tuple[np.ndarray, np.ndarray]:
+    """A per-tensor QParams as the 0-d (scale, zero point) initializers QDQ stores."""
+    return qp.scale.reshape(()), qp.zero_point.astype(qp.dtype).reshape(())
 
 
 def _on_grid(q: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -213,7 +213,7 @@ _RULES: tuple[OpRule, ...] = (
 #: (−10000) pushes far below the real ones (an empty gap wider than this in the calibration
 #: histogram) are dropped from a Softmax input's range, which reaches this far below the lowest
 #: real score: masked keys clip to its bottom and still weigh nothing in every row
-#: (`bridge.quantize.qdq.softmax_input_range`). Measured on all-MiniLM-L6-v2: the mask would take
+#: (`bridge.quantize.assign.softmax_input_range`). Measured on all-MiniLM-L6-v2: the mask would take
 #: all the levels (scale ≈ 39); cutting to [global max − 20, max] instead flattened the rows
 #: whose maximum is far below the global one (median row max 2-5 against 14-45): QDQ ⇄ float
 #: 4.8 → 9.4 dB on the embedding.

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.quantize import qdq as qdq_module
+from bridge.quantize import assign as assign_module
 from bridge.quantize import rules
+from bridge.quantize.assign import softmax_input_range
 from bridge.quantize.observers import HistogramObserver, MinMaxObserver
 from bridge.quantize.plan import ABSORBED, median_levels
-from bridge.quantize.qdq import softmax_input_range
 from bridge.quantize.rules import SOFTMAX_INPUT_SPAN
 
 from .conftest import activation_qparams, dequantized_constants, initializers
@@ -78,7 +78,7 @@ def test_masked_rows_keep_their_shape(attention) -> None:
     art, qdq = attention
     kept = float_vs_qdq(art, qdq)
     mp = pytest.MonkeyPatch()
-    mp.setattr(qdq_module, "softmax_input_range", _top_cut)
+    mp.setattr(assign_module, "softmax_input_range", _top_cut)
     try:
         top_cut = float_vs_qdq(art, quantized(art))
     finally:
