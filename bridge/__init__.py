@@ -2,6 +2,18 @@
 
 Public API: `convert`, `convert_qdq` (a QDQ .onnx file), `verify`, `Conversion`, `QuantConfig`
 and the typed errors.
+
+Layers, lowest first; a module imports only its own layer or lower ones, and only at module level
+(tests/unit/test_layers.py checks the import graph):
+
+1. errors, registry, qparams
+2. contract (the I/O contract), then artifact
+3. runtime/: runners, the LiteRT sandbox, capture, metrics, feeds, tolerances, tflite_io
+4. passes/, then quantize/, then lower/
+5. verify/ (judges a conversion: gate, parity, noise, localize, reports), outdir (FILES),
+   export, trace_hazards, inspect
+6. api (convert), importqdq (convert_qdq); only they and the layer above import verify/
+7. compare (`--modes`), cli, this package
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import bridge
 from bridge.compare import convert_modes
 from bridge.errors import BridgeError, ConfigError, ModelLoadError, ParityError
@@ -299,8 +301,6 @@ def _calibration(source: str | None, inputs: tuple) -> Any:
     if source is None:
         return None
     if source.startswith("random:"):
-        import numpy as np
-
         try:
             n = int(source.split(":", 1)[1])
         except ValueError:

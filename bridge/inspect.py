@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import onnx
+
 from bridge.errors import ModelLoadError
 from bridge.runtime import tflite_io
 
@@ -51,8 +53,6 @@ def _describe_tflite(p: Path, data: bytes) -> str:
 
 
 def _describe_onnx(p: Path, data: bytes) -> str:
-    import onnx
-
     try:
         model = onnx.load_from_string(data)
         onnx.checker.check_model(model)

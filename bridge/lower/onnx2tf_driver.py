@@ -21,17 +21,21 @@ import contextlib
 import io
 import json
 import logging
+import random
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from bridge.errors import BridgeError, LoweringError
@@ -72,8 +76,6 @@ class Onnx2TfResult:
 
 def backend_name() -> str:
     """The backend and version string recorded in the artifact's facts."""
-    from importlib.metadata import version
-
     return f"onnx2tf flatbuffer_direct {version('onnx2tf')}"
 
 
@@ -142,11 +144,6 @@ def run_onnx2tf(model: onnx.ModelProto, *, keep_shape_inputs: Sequence[str]) -> 
 def _keep_rng_state() -> Iterator[None]:
     """Restore Python's, numpy's and (if loaded) torch's global RNGs afterwards: onnx2tf seeds
     them (`set_random_seed(0)`), which would silently change the caller's random streams."""
-    import random
-    import sys
-
-    import numpy as np
-
     torch = sys.modules.get("torch")
     saved = (
         random.getstate(),

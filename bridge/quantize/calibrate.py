@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from bridge.artifact import OnnxArtifact
 from bridge.contract import IOContract, TensorSpec
@@ -128,8 +129,6 @@ def _progress(samples: Iterable, data: Iterable, limit: int | None) -> Iterable:
     """Wrap in a tqdm bar when stderr is a terminal and INFO messages are shown."""
     if not sys.stderr.isatty() or not log.isEnabledFor(logging.INFO):
         return samples
-    from tqdm import tqdm
-
     total = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
     if total is not None and limit is not None:
         total = min(total, limit)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import flatbuffers
 import numpy as np
 
 from bridge.errors import ModelLoadError
@@ -76,8 +77,6 @@ def check_indices(model: Any) -> None:
 
 def save(model: Any) -> bytes:
     """Serialise a `ModelT` to flatbuffer bytes with the TFL3 identifier."""
-    import flatbuffers
-
     builder = flatbuffers.Builder(1024 * 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())

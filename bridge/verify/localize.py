@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
@@ -265,8 +266,6 @@ def qdq_names(qdq: onnx.ModelProto, quant: Mapping[str, Any], names: list[str]) 
 def fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose float32 initializers are rounded through float16, as the fp16
     lowering stores them (same size threshold, constants beyond float16's range kept)."""
-    from onnx import numpy_helper
-
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     for init in copy.graph.initializer:
@@ -342,8 +341,6 @@ def dynamic_qdq(optimised: OnnxArtifact, quantization: Mapping[str, Any]) -> Onn
     """The weight-only QDQ model of a dynamic conversion, rebuilt from the float model and the
     quantization config saved in its report (a conversion folder does not store it; it needs
     no calibration data, so the same config gives the same model)."""
-    from dataclasses import fields
-
     saved = dict(quantization.get("config") or {})
     known = {f.name for f in fields(QuantConfig)}
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known}
