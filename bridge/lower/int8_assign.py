@@ -236,8 +236,3 @@ def check(graph: Graph, plan: Plan, *, act_dtype: str) -> None:
             f"the QDQ model's scales break {len(problems)} TFLite integer kernel rule(s):\n  "
             f"{listing}{more}\nThis is a quantizer bug: it must follow bridge.quantize.rules."
         )
-
-
-def op_label(graph: Graph, op: Any) -> str:
-    """A short human-readable name of an operator: its type and first output."""
-    return f"{graph.op_type(op)}({graph.name(int(op.outputs[0]))})"

@@ -42,9 +42,6 @@ SIGMOID_QPARAMS = MappingProxyType({"int8": (1.0 / 256, -128), "int16": (1.0 / 3
 TANH_QPARAMS = MappingProxyType({"int8": (1.0 / 128, 0), "int16": (1.0 / 32768, 0)})
 LOG_SOFTMAX_QPARAMS = MappingProxyType({"int8": (16.0 / 256, 127)})
 
-#: Ops that TFLite can fuse as the activation of a conv/fully-connected/add/sub/mul kernel.
-FUSABLE_ACTIVATIONS = ("Relu", "Clip")
-
 
 @dataclass(frozen=True)
 class OpRule:

@@ -17,7 +17,6 @@ import onnx
 from bridge.contract import IOContract, to_layout
 from bridge.errors import BridgeError, LoweringError, ModelLoadError, ShapeError
 from bridge.qparams import QParams
-from bridge.registry import Registry
 from bridge.runtime import sandbox
 
 log = logging.getLogger(__name__)
@@ -34,10 +33,6 @@ class Runner(Protocol):
     def run(self, feeds: Mapping[str, np.ndarray]) -> Arrays: ...
 
 
-RUNNERS: Registry[type] = Registry("runner")
-
-
-@RUNNERS.register("torch")
 class TorchRunner:
     """Runs the original torch.nn.Module; positional inputs follow the contract's order."""
 
@@ -74,7 +69,6 @@ def _flatten_outputs(out: object) -> list:
     return [out]
 
 
-@RUNNERS.register("ort")
 class OrtRunner:
     """ONNX Runtime on the CPU, with graph optimisations off so the graph runs as written.
 
@@ -128,7 +122,6 @@ def expose_outputs(model: onnx.ModelProto, names: Sequence[str]) -> onnx.ModelPr
     return copy
 
 
-@RUNNERS.register("litert")
 class LiteRTRunner:
     """The LiteRT interpreter on a .tflite file or bytes.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,7 +40,6 @@ class GateResult:
     verdict: dict[str, Any]
     runtimes: tuple[str, ...]
     batched: dict[str, Any] | None = None
-    failures: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
