@@ -29,6 +29,7 @@ from bridge.lower import (
     lstm_directions,
     output_order,
     recurrent,
+    recurrent_outputs,
     transposes,
     unsupported,
 )
@@ -75,6 +76,10 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
     _check_onnx_io(artifact)
     onnx_in, split = lstm_directions.split_directions(artifact.model)
     onnx_in, unrolled = recurrent.runtime_zero_states(onnx_in)
+    onnx_in, padded = recurrent_outputs.pad_single_step_grus(onnx_in)
+    onnx_in, named = recurrent_outputs.name_skipped_outputs(onnx_in)
+    if padded or named:
+        log.info("one-step GRUs run two steps: %s; outputs named: %s", padded, named)
     result = run_onnx2tf(onnx_in, keep_shape_inputs=contract.input_names)
     model = tflite_io.load(result.tflite)
     if stateful := recurrent.stateful_tensors(model):

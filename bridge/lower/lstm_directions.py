@@ -34,7 +34,7 @@ def split_directions(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]
     if not any(n.op_type == "LSTM" for n in graph.node):
         return model, []
     consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    steps = _time_steps(model)
+    steps = time_steps(model)
     plans = {i: s for i, n in enumerate(graph.node) if (s := _steps_if_eligible(n, consts, steps))}
     if not plans:
         return model, []
@@ -131,7 +131,7 @@ def _join(node: onnx.NodeProto, parts: list[tuple[str, str, str]]) -> list[onnx.
     return joined
 
 
-def _time_steps(model: onnx.ModelProto) -> dict[str, int]:
+def time_steps(model: onnx.ModelProto) -> dict[str, int]:
     """Static first dimension of every value whose shape ONNX shape inference finds."""
     found = {}
     g = onnx.shape_inference.infer_shapes(model).graph

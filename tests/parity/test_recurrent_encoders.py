@@ -15,6 +15,7 @@ import torch
 
 import bridge
 from bridge.runtime import tflite_io
+from models.fuzz.family_layers import Recurrent
 from models.lstm import RecurrentEncoder
 
 SHAPE = (1, 20, 16)
@@ -97,3 +98,31 @@ def test_integer_lstm_encoder_head_on_h_n(tmp_path, mode, layers, bidirectional,
     assert len(integer_fc) == 1, "the Linear head should be the only integer FULLY_CONNECTED"
     float_ops = {f["op"] for f in result.report["lowering"]["float_ops"]}
     assert {"LOGISTIC", "TANH"} <= float_ops  # the unrolled LSTM cell stays float
+
+
+@pytest.mark.parametrize(
+    ("cell", "layers", "read", "batch_first", "shape", "mode"),
+    [
+        ("lstm", 2, "c_n", False, (1, 7, 6), "fp32"),  # time-major: c_n came out [T + 1, 1, H]
+        ("lstm", 3, "c_n", True, (1, 5, 6), "fp32"),
+        ("lstm", 1, "c_n", False, (2, 4, 6), "fp32"),  # batch 2
+        ("lstm", 3, "c_n", False, (3, 1, 6), "fp32"),  # seq_len 1, batch 3
+        ("lstm", 3, "h_n", False, (1, 1, 6), "fp32"),  # seq_len 1
+        ("gru", 3, "y", False, (1, 1, 6), "fp32"),  # seq_len 1: XNNPack failed to reshape
+        ("gru", 1, "h_n", True, (2, 1, 6), "fp32"),  # seq_len 1, batch 2
+        ("gru", 2, "y", True, (1, 1, 6), "fp32"),
+        ("lstm", 1, "c_n", False, (1, 4, 6), "int8"),  # c_n came out [4, 1, 1, H]
+        ("gru", 1, "y", True, (1, 1, 6), "int8"),
+    ],
+)
+def test_state_reads_and_single_steps(tmp_path, cell, layers, read, batch_first, shape, mode):
+    """Unread Y/Y_h before a read Y_c, and one-step GRUs, keep their shapes and numbers."""
+    torch.manual_seed(0)
+    params = {"cell": cell, "hidden": 5, "layers": layers, "batch_first": batch_first}
+    model = Recurrent({**params, "read": read}, shape)
+    options: dict = {}
+    if mode != "fp32":
+        options = {"quantize": mode, "calibration": [(torch.randn(*shape),) for _ in range(16)]}
+    result = _convert(tmp_path, model, shape, **options)
+    assert result.report["passed"], result.report["failures"]
+    assert result.report["lowering"]["stateful_tensors"] == []
