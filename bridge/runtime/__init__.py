@@ -4,5 +4,6 @@ lower and verify.
 runners (torch, ONNX Runtime, LiteRT behind one interface), the LiteRT child-process sandbox
 (sandbox, zygote, litert_child, crash_site), capture (intermediate tensors), torch_layers and
 module_map (per-module torch outputs), metrics, feeds, tolerances, and tflite_io (the TFLite
-flatbuffer reader and writer). It imports only errors, registry and contract.
+flatbuffer reader and writer). It imports only the bottom modules (errors, qparams,
+contract), never passes, quantize, lower, verify or api.
 """
