@@ -7,6 +7,8 @@ from typing import Any
 
 import onnx
 
+from bridge.runtime import tolerances
+
 #: Stop walking upstream for the layers to blame after this many nodes.
 MAX_SUSPECTS = 64
 #: A tensor below a quantized link's floor, while the outputs meet it, diverges only if it lost
@@ -37,6 +39,7 @@ def first_divergence(
             for k in judged
             if k["pair"] in row["metrics"]
             and row["metrics"][k["pair"]]["sqnr_db"] < k["floor"]
+            and not within_steps(row["metrics"][k["pair"]], layers.get("mode", ""), k["pair"])
             and not (
                 k["pair"] in excused
                 and row["tensor"] not in outputs
@@ -74,6 +77,15 @@ def first_divergence(
     return None
 
 
+def within_steps(metrics: Mapping[str, Any], mode: str, pair: str) -> bool:
+    """A quantized tensor whose error on an "lsb" pair (QDQ ⇄ .tflite) is within the gate's
+    rms budget of output steps, whatever its SQNR (`tolerances.lsb_floor_db`, per layer)."""
+    rms = metrics.get("lsb_rms")
+    if rms is None or tolerances.rule(mode, pair) != "lsb":
+        return False
+    return rms <= tolerances.MAX_RMS_LSB[mode]
+
+
 def accumulated(
     model: onnx.ModelProto, row: Mapping[str, Any], pair: str, rows: list[dict[str, Any]]
 ) -> bool:
@@ -83,17 +95,19 @@ def accumulated(
 
 
 def excused_links(layers: Mapping[str, Any], outputs: set[str]) -> set[str]:
-    """Links that accumulate error and on which every graph output meets its floor."""
+    """Links that accumulate error and on which every graph output meets its floor (in dB, or
+    in output steps on an "lsb" pair, as the gate judges it)."""
     excused = set()
+    mode = layers.get("mode", "")
     for k in layers["links"]:
         if not (k.get("accumulates") and k["kind"] and k["floor"] is not None):
             continue
         got = [
-            r["metrics"][k["pair"]]["sqnr_db"]
+            r["metrics"][k["pair"]]
             for r in layers["rows"]
             if r["tensor"] in outputs and k["pair"] in r["metrics"]
         ]
-        if got and min(got) >= k["floor"]:
+        if got and all(m["sqnr_db"] >= k["floor"] or within_steps(m, mode, k["pair"]) for m in got):
             excused.add(k["pair"])
     return excused
 

@@ -18,6 +18,8 @@ class _Acc:
     def __init__(self) -> None:
         self.signal = self.noise = self.max_abs = 0.0
         self.lsb_max: float | None = None
+        self.lsb_sq = 0.0  # sum of squared errors in steps
+        self.count = 0
 
     def add(self, ref: np.ndarray, out: np.ndarray, scale: float | np.ndarray | None) -> None:
         """Add one sample; `scale` is the candidate's quantization step, one value or one
@@ -35,6 +37,8 @@ class _Acc:
             step = np.ravel(np.broadcast_to(np.asarray(scale, np.float32), np.shape(ref)))
             lsb = float((np.abs(d) / step).max()) if d.size else 0.0
             self.lsb_max = max(self.lsb_max or 0.0, lsb)
+            self.lsb_sq += float(np.sum(np.square(d / step)))
+            self.count += d.size
 
     def result(self) -> dict[str, Any]:
         if self.noise == 0.0:
@@ -43,7 +47,13 @@ class _Acc:
             sqnr = -SQNR_EXACT_DB
         else:
             sqnr = float(min(SQNR_EXACT_DB, 10.0 * np.log10(self.signal / self.noise)))
-        return {"sqnr_db": round(sqnr, 2), "max_abs": self.max_abs, "lsb_max": self.lsb_max}
+        rms = float(np.sqrt(self.lsb_sq / self.count)) if self.count else None
+        return {
+            "sqnr_db": round(sqnr, 2),
+            "max_abs": self.max_abs,
+            "lsb_max": self.lsb_max,
+            "lsb_rms": rms,
+        }
 
 
 class LayerStats:

@@ -74,6 +74,21 @@ def test_tensor_below_the_floor_diverges(case: str, sqnr: dict, accumulates: boo
     assert (found["tensor"], found["layer"]) == ("b", "/neg/Neg"), (case, found)
 
 
+@pytest.mark.parametrize(("rms", "diverges"), [(1.4, False), (6.0, True)])
+def test_qdq_vs_tflite_is_judged_in_output_steps(rms: float, diverges: bool) -> None:
+    """A conversion link below its dB floor diverges only beyond the gate's rms step budget
+    (MobileNetV2's logits: 29.5 dB at 1.4 steps rms, two runtimes rounding the same model)."""
+    layers = _layers({"a": 40.0, "b": 40.0, "c": 29.5}, accumulates=False)
+    layers["mode"] = "int8"
+    link = layers["links"][0]
+    link.update(pair="qdq_vs_tflite", ref="qdq", cand="tflite", kind="conversion", floor=30.0)
+    for row in layers["rows"]:
+        row["metrics"] = {"qdq_vs_tflite": {**row["metrics"][PAIR], "lsb_rms": rms}}
+    assert rms != tolerances.MAX_RMS_LSB["int8"]
+    found = first_divergence(layers, _chain(), {})
+    assert (found is not None) == diverges, found
+
+
 def test_errors_that_add_up_are_named_on_the_end_to_end_link() -> None:
     """Quantization (ORT ⇄ QDQ) and conversion (QDQ ⇄ LiteRT) each meet their floor, their sum
     (ORT ⇄ LiteRT, which the parity gate judges) does not: the first tensor where it misses."""
