@@ -14,7 +14,8 @@ row of X: `s < s` is false for every float, NaN and ±inf included, so the state
 Only the ONNX handed to onnx2tf changes; `model.opt.onnx` and the QDQ model keep the plain state.
 
 `stateful_tensors` lists what is still stateful after lowering; the lowering records it in its
-facts and warns, and the CLI's summary line says so. In int8 the unrolled steps must stay float: see `int8_recurrent.py`.
+facts and warns, and the CLI's summary line says so. In int8 the unrolled steps must stay
+float: see `int8_recurrent.py`.
 """
 
 from __future__ import annotations
