@@ -36,6 +36,7 @@ from bridge.errors import (
     UnsupportedOpError,
 )
 from bridge.importqdq import convert_qdq
+from bridge.importqdq.qat import convert_qat, qat_qconfig_mapping
 from bridge.quantize.config import QuantConfig
 from bridge.verify.folder import verify_dir
 from bridge.verify.localize import localize_dir
@@ -56,7 +57,9 @@ __all__ = [
     "ShapeError",
     "UnsupportedOpError",
     "convert",
+    "convert_qat",
     "convert_qdq",
+    "qat_qconfig_mapping",
     "verify",
 ]
 

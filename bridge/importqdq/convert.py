@@ -60,10 +60,27 @@ def convert_qdq(path: str | Path, output_dir: str | Path, **options: Any) -> Any
         ParityError: QDQ ORT and LiteRT disagree beyond the output-step budget; nothing written.
     """
     opts = _options(options)
-    out, t0 = Path(output_dir), time.perf_counter()
     model, data = read.load(path)
-    fingerprint = hashlib.sha256(data).hexdigest()[:16]
-    outdir.check_target(out, fingerprint=fingerprint, overwrite=opts.overwrite)
+    outdir.check_target(Path(output_dir), fingerprint=fingerprint(data), overwrite=opts.overwrite)
+    built = build(model, data, str(path), opts)
+    return finish(Path(output_dir), built, opts)
+
+
+@dataclass
+class Built:
+    """An imported QDQ model lowered and judged, not yet written: what finish() needs."""
+
+    artifact: OnnxArtifact
+    lowered: TfliteArtifact
+    feeds: list[dict[str, Any]]
+    result: dict[str, Any]
+    report: dict[str, Any]
+    data: bytes
+
+
+def build(model: Any, data: bytes, source: str, opts: ImportOptions) -> Built:
+    """Check the rules, lower, prove the scales kept and run QDQ ORT ⇄ LiteRT on every feed."""
+    t0 = time.perf_counter()
     contract = read.contract(model)
     qdq = read_qdq(model)
     stored = read.stored_dtypes(model)
@@ -82,17 +99,30 @@ def convert_qdq(path: str | Path, output_dir: str | Path, **options: Any) -> Any
         artifact,
         lowered,
         result,
-        source={"path": str(path), "bytes": len(data), "fingerprint": fingerprint},
+        source={"path": source, "bytes": len(data), "fingerprint": fingerprint(data)},
         scales_kept=summary,
         seconds=round(time.perf_counter() - t0, 3),
         model_name=opts.model_name,
     )
-    if not result["verdict"]["passed"]:
+    return Built(artifact, lowered, feeds, result, report, data)
+
+
+def finish(out: Path, built: Built, opts: ImportOptions) -> Any:
+    """Raise ParityError if any pair failed (nothing written), else write the folder."""
+    report = built.report
+    if not report["passed"]:
         raise ParityError(
-            "parity check failed, nothing was written: " + "; ".join(result["verdict"]["failures"]),
+            "parity check failed, nothing was written: " + "; ".join(report["failures"]),
             report=report,
         )
-    return gate.write(out, data, lowered, feeds, result, report, overwrite=opts.overwrite)
+    return gate.write(
+        out, built.data, built.lowered, built.feeds, built.result, report, overwrite=opts.overwrite
+    )
+
+
+def fingerprint(data: bytes) -> str:
+    """The folder fingerprint of an imported model: its bytes' SHA-256, 16 hex digits."""
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _options(options: dict[str, Any]) -> ImportOptions:

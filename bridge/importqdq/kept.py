@@ -1,7 +1,8 @@
 """Prove that the .tflite keeps the imported QDQ model's scales: every integer activation the
 lowering mapped to a QDQ tensor carries that tensor's (scale, zero point), and every int8
 weight and int32/int64 bias carries the scales of one QDQ constant, float32 for float32 (a bias
-whose QDQ scale is a whole multiple of s_in·s_w sits on TFLite's finer grid s_in·s_w, exactly).
+whose QDQ scale is a whole multiple of s_in·s_w sits on TFLite's finer grid s_in·s_w, exactly;
+a float bias, as a QAT export leaves it, is rounded to int32 on s_in·s_w).
 """
 
 from __future__ import annotations
@@ -72,18 +73,35 @@ def compare(
     consts = [
         np.asarray(f["scale"], np.float64) for f in tensors.values() if f.get("kind") == "constant"
     ]
-    kept = {"weights": 0, "biases": 0, "biases_on_finer_grid": 0}
+    grids = _float_bias_grids(tensors, consts)
+    kept = {"weights": 0, "biases": 0, "biases_on_finer_grid": 0, "float_biases_rounded": 0}
     for name, t in tflite.items():
         kind = _CONST_KINDS.get(t["dtype"]) if t["constant"] else None
         if kind is None or (t["scales"].size < 2 and kind == "weights"):
             continue
         ratio = _best_ratio(t["scales"], consts, whole=kind == "biases")
+        if ratio is None and kind == "biases" and _best_ratio(t["scales"], grids, whole=False):
+            kept["float_biases_rounded"] += 1
+            continue
         if ratio is None:
             differ.append(f"{name} ({t['dtype']} {kind} with scales of no QDQ constant)")
             continue
         kept[kind] += 1
         kept["biases_on_finer_grid"] += ratio != 1
     return {"activations": acts, **kept, "differ": differ}
+
+
+def _float_bias_grids(
+    tensors: Mapping[str, Mapping[str, Any]], consts: list[np.ndarray]
+) -> list[np.ndarray]:
+    """s_in·s_w for every activation scale and constant's scales: the grid a float bias is
+    rounded to (a QAT export leaves biases float; TFLite holds them as int32 on that grid)."""
+    acts = {
+        float(np.float32(np.ravel(f["scale"])[0]))
+        for f in tensors.values()
+        if f.get("kind") == "activation"
+    }
+    return [np.float32(a) * c.astype(np.float32) for a in acts for c in consts]
 
 
 def _best_ratio(scales: np.ndarray, consts: list[np.ndarray], *, whole: bool) -> int | None:

@@ -38,11 +38,11 @@ def load(path: str | Path) -> tuple[onnx.ModelProto, bytes]:
             f"{p} has no QuantizeLinear/DequantizeLinear nodes; give a QDQ model, or convert "
             "the float model from PyTorch with quantize='int8'"
         )
-    _require_constant_params(model, p)
+    require_constant_params(model, p)
     return model, data
 
 
-def _require_constant_params(model: onnx.ModelProto, path: Path) -> None:
+def require_constant_params(model: onnx.ModelProto, path: Path) -> None:
     """Every Q/DQ scale and zero point must be an initializer or a Constant node's output."""
     known = {i.name for i in model.graph.initializer}
     known |= {n.output[0] for n in model.graph.node if n.op_type == "Constant"}

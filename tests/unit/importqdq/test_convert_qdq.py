@@ -85,6 +85,7 @@ def test_ort_cnn_keeps_every_scale(cnn_qdq: Path, tmp_path: Path) -> None:
         "weights": 4,
         "biases": 4,
         "biases_on_finer_grid": 0,
+        "float_biases_rounded": 0,
         "differ": [],
     }
 

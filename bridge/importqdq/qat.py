@@ -1,0 +1,157 @@
+"""convert_qat(): a torch.ao FX QAT model (prepare_qat_fx, then training) → a verified integer
+.tflite that keeps the scales and zero points the model learned.
+
+freeze (eval, observers off, Conv-BN folded, weights baked to their fake-quant values:
+`qat_freeze`) → check the QConfig against TFLite's integer kernels (`qat_rules`) → export to
+QDQ ONNX and fold the constant-computed Q/DQ parameters (torch exports per-channel zero points
+through Cast nodes) → the QDQ import path: kernel rules, lowering, every scale proven kept,
+QDQ ORT ⇄ LiteRT in output steps → and the .tflite against the fake-quant torch model itself,
+in output steps under the same rule (`fakequant_vs_tflite` in the report). Any pair beyond its
+budget is a ParityError and nothing is written.
+
+The recommended QConfig is `qat_qconfig_mapping()`: quint8 activations over [0, 255] (moving
+average min/max) and per-channel symmetric qint8 weights over [−127, 127]. torch's own
+`get_default_qat_qconfig_mapping("x86")` converts exactly too as long as no weight lands on
+level −128 (its weight range is [−128, 127]; reduce_range only coarsens activation scales);
+"qnnpack"'s per-tensor weights likewise. A QConfig TFLite cannot run (asymmetric weights, a
+narrowed activation clamp, a −128 weight level) is refused with a QdqRuleError naming the
+module and this mapping.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from bridge import outdir
+from bridge.errors import ExportError
+from bridge.importqdq import convert, qat_freeze, qat_rules, read
+from bridge.passes.fold_constants import fold_constants
+from bridge.verify import parity
+from bridge.verify.folder import output_scales
+
+#: The opset of the exported QDQ graph (per-channel QuantizeLinear needs ≥ 13).
+OPSET = 17
+PAIR = "fakequant_vs_tflite"
+
+
+def qat_qconfig_mapping() -> Any:
+    """The QConfigMapping whose fake-quant TFLite runs exactly, for prepare_qat_fx."""
+    import torch
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+    )
+
+    act = FakeQuantize.with_args(
+        observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255, dtype=torch.quint8
+    )
+    weight = FakeQuantize.with_args(
+        observer=MovingAveragePerChannelMinMaxObserver,
+        quant_min=-127,
+        quant_max=127,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+    )
+    return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
+
+def convert_qat(
+    model: Any,
+    example_inputs: Sequence[Any],
+    output_dir: str | Path,
+    *,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    **options: Any,
+) -> Any:
+    """Convert a trained torch.ao FX QAT model to a verified .tflite with its learned scales.
+
+    Args:
+        model: the GraphModule from prepare_qat_fx (trained); it is not modified.
+        example_inputs: a tuple of example tensors (shapes of the exported model).
+        output_dir: written only once every check has passed (as convert_qdq writes it).
+        input_names, output_names: the .tflite's I/O names (default input_0.., output_0..).
+        **options: see ImportOptions (calibration: verify on its first samples).
+
+    Raises:
+        QdqRuleError: the QConfig breaks a TFLite kernel rule (names the module and rule).
+        ParityError: LiteRT disagrees with QDQ ORT or with the fake-quant torch model.
+    """
+    opts = convert._options(options)
+    out = Path(output_dir)
+    frozen = qat_freeze.freeze(model)
+    qat_rules.check(frozen)
+    inputs = tuple(example_inputs)
+    names_in = list(input_names or [f"input_{i}" for i in range(len(inputs))])
+    qdq = export(frozen, inputs, names_in, output_names)
+    data = qdq.SerializeToString()
+    outdir.check_target(out, fingerprint=convert.fingerprint(data), overwrite=opts.overwrite)
+    built = convert.build(qdq, data, f"torch QAT model {type(model).__name__}", opts)
+    judge_fake_quant(built, qat_freeze.reference(model))
+    return convert.finish(out, built, opts)
+
+
+def export(
+    frozen: Any, inputs: tuple, input_names: list[str], output_names: Sequence[str] | None
+) -> onnx.ModelProto:
+    """The frozen model as QDQ ONNX, every Q/DQ scale and zero point a stored constant."""
+    import torch
+
+    buf = io.BytesIO()
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                frozen,
+                inputs,
+                buf,
+                input_names=input_names,
+                output_names=list(output_names) if output_names else None,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as e:  # torch's exporter raises many types
+        raise ExportError(f"torch.onnx.export of the frozen QAT model failed: {e}") from e
+    model = fold_constants(onnx.load_from_string(buf.getvalue())).model
+    read.require_constant_params(model, Path("<exported QAT model>"))
+    return model
+
+
+def judge_fake_quant(built: convert.Built, reference: Any) -> None:
+    """Add `fakequant_vs_tflite` (output steps, the qdq_vs_tflite rule) to built's report."""
+    contract = built.artifact.contract
+    torch_samples = [_run_torch(reference, f, contract) for f in built.feeds]
+    tensors = built.artifact.facts["quantization"]["tensors"]
+    verdict = parity.check(
+        {"qdq": torch_samples, "tflite": built.result["samples"]["tflite"]},
+        mode=built.lowered.mode,
+        output_names=contract.output_names,
+        lsb_scales=output_scales(tensors, contract.output_names),
+    )
+    report = built.report
+    report["parity"][PAIR] = verdict["pairs"].get("qdq_vs_tflite", {})
+    failures = [f.replace("qdq_vs_tflite", PAIR, 1) for f in verdict["failures"]]
+    report["failures"] = [*report["failures"], *failures]
+    report["passed"] = bool(report["passed"] and verdict["passed"])
+    report["qat"] = {"reference": "torch fake-quant model (eval, observers off)"}
+
+
+def _run_torch(model: Any, feed: dict[str, np.ndarray], contract: Any) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        outs = model(*[torch.from_numpy(feed[n]) for n in contract.input_names])
+    outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+    return {
+        n: o.detach().numpy().astype(np.float32)
+        for n, o in zip(contract.output_names, outs, strict=True)
+    }
