@@ -15,7 +15,11 @@ average min/max) and per-channel symmetric qint8 weights over [−127, 127]. tor
 level −128 (its weight range is [−128, 127]; reduce_range only coarsens activation scales);
 "qnnpack"'s per-tensor weights likewise. A QConfig TFLite cannot run (asymmetric weights, a
 narrowed activation clamp, a −128 weight level) is refused with a QdqRuleError naming the
-module and this mapping.
+module and this mapping. torch.ao gives an `nn.Flatten` module its own output fake-quant, which
+TFLite's RESHAPE cannot requantize: use `torch.flatten(x, 1)` (it shares its input's qparams).
+Measured (Fashion-MNIST FashionCNN, 2000 test images, 300 QAT steps from the float weights):
+float 89.20 %, PTQ int8 89.30 %, QAT fake-quant torch 89.25 %, QAT int8 .tflite 89.25 % (fake-quant
+⇄ LiteRT p99 1 output step).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import numpy as np
 import onnx
 
 from bridge import outdir
-from bridge.errors import ExportError
+from bridge.errors import ExportError, QdqRuleError
 from bridge.importqdq import convert, qat_freeze, qat_rules, read
 from bridge.passes.fold_constants import fold_constants
 from bridge.verify import parity
@@ -96,9 +100,26 @@ def convert_qat(
     qdq = export(frozen, inputs, names_in, output_names)
     data = qdq.SerializeToString()
     outdir.check_target(out, fingerprint=convert.fingerprint(data), overwrite=opts.overwrite)
-    built = convert.build(qdq, data, f"torch QAT model {type(model).__name__}", opts)
+    try:
+        built = convert.build(qdq, data, f"torch QAT model {type(model).__name__}", opts)
+    except QdqRuleError as e:
+        raise _qat_advice(e) from e
     judge_fake_quant(built, qat_freeze.reference(model))
     return convert.finish(out, built, opts)
+
+
+def _qat_advice(e: QdqRuleError) -> QdqRuleError:
+    """The QDQ rule error with what to change in the torch model (same_scale only)."""
+    if e.rule != "same_scale":
+        return e
+    return QdqRuleError(
+        f"{e}; in the QAT model torch.ao gave that op its own fake-quant (e.g. nn.Flatten as a "
+        "module): call the functional form (torch.flatten(x, 1)) so it shares its input's qparams",
+        node=e.node,
+        tensor=e.tensor,
+        rule=e.rule,
+        violations=e.violations,
+    )
 
 
 def export(
