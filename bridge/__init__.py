@@ -9,7 +9,7 @@ Layers, lowest first; a module imports only its own layer or lower ones, and onl
 1. errors, registry, qparams
 2. contract (the I/O contract), then artifact
 3. runtime/: runners, the LiteRT sandbox, capture, metrics, feeds, tolerances, tflite_io
-4. passes/, then quantize/, then lower/
+4. modes/ (one frozen Mode per file, read by everything above), then passes/, quantize/, lower/
 5. verify/ (judges a conversion: gate, parity, noise, localize, reports), outdir (FILES),
    export, trace_hazards, inspect
 6. api (convert), importqdq (convert_qdq); only they and the layer above import verify/

@@ -22,20 +22,20 @@ from bridge.contract import IOContract
 from bridge.errors import ConfigError, ParityError
 from bridge.export import DEFAULT_OPSET, ExportConfig, check_opset, export
 from bridge.lower import lower
+from bridge.modes import MODES
 from bridge.outdir import FILES
 from bridge.passes import run_passes
 from bridge.quantize import quantize
 from bridge.quantize.calibrate import load_calibration, sample_feeds
 from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING, QuantConfig
 from bridge.quantize.observers import OBSERVERS
-from bridge.verify.gate import CHECK_BATCH, QUANT_MODES, run_gate, verification_feeds
+from bridge.verify.gate import CHECK_BATCH, run_gate, verification_feeds
 from bridge.verify.html import render_html
 from bridge.verify.localize import localize_conversion
 from bridge.verify.report import render_markdown
 
 log = logging.getLogger(__name__)
 
-MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
 VERSION = "0.1.0"
 
 
@@ -155,10 +155,10 @@ def convert(
         optimised = _run_passes(exported, opts)
     qdq: OnnxArtifact | None = None
     calib_samples: list[dict[str, np.ndarray]] = []
-    if mode in QUANT_MODES or mode == "dynamic":
+    if MODES.get(mode).has_qdq:
         with _timed(timings, "quantize"):
             qdq, calib_samples = _quantize(optimised, mode, calibration, opts)
-    if mode not in QUANT_MODES and calibration is not None:  # real samples to verify on
+    if not MODES.get(mode).needs_calibration and calibration is not None:  # samples to verify on
         calib_samples = _first_samples(calibration, optimised.contract, opts.verify_samples)
     with _timed(timings, "lower"):
         lowered = _lower(qdq or optimised, mode, opts)
@@ -223,7 +223,8 @@ def convert(
 def _mode(quantize: str | None) -> str:
     mode = "fp32" if quantize in (None, "fp32", "float32") else quantize
     if mode not in MODES:
-        raise ConfigError(f"quantize={quantize!r} is not a mode; choose None or one of {MODES}")
+        known = tuple(MODES.names())
+        raise ConfigError(f"quantize={quantize!r} is not a mode; choose None or one of {known}")
     return str(mode)
 
 
@@ -307,7 +308,7 @@ def _first_samples(calibration: Any, contract: IOContract, n: int) -> list[dict[
 
 def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArtifact:
     """Lower in `mode`; integer I/O (`io_dtype`) travels in the QDQ artifact's facts."""
-    return lower(artifact, mode=mode, nhwc=opts.nhwc_inputs)
+    return lower(artifact, mode=MODES.get(mode).lowering, nhwc=opts.nhwc_inputs)
 
 
 def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):

@@ -17,6 +17,7 @@ from bridge.compare import convert_modes
 from bridge.errors import BridgeError, ConfigError, ModelLoadError, ParityError
 from bridge.importqdq import convert_qdq
 from bridge.inspect import describe
+from bridge.modes import MODES
 from bridge.verify import layer_report, modes_table
 from bridge.verify.localize import localize_dir
 from bridge.verify.report import PARITY_HEADER, parity_rows, summary_line
@@ -91,11 +92,11 @@ def _parser() -> argparse.ArgumentParser:
         dest="mode",
         help="float16 weights, float32 compute",
     )
-    mode.add_argument("--quantize", choices=["fp16", "dynamic", "int8", "int16x8"], dest="mode")
+    mode.add_argument("--quantize", choices=MODES.names(), dest="mode")
     mode.add_argument(
         "--modes",
         metavar="M1,M2,...",
-        help="convert in each mode (fp32,fp16,dynamic,int8,int16x8) into OUTPUT/<mode>/ and "
+        help=f"convert in each mode ({','.join(MODES)}) into OUTPUT/<mode>/ and "
         "compare them in OUTPUT/report.html and report.md",
     )
     c.add_argument(

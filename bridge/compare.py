@@ -10,8 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.api import MODES, convert
+from bridge.api import convert
 from bridge.errors import BridgeError, ConfigError
+from bridge.modes import MODES
 from bridge.verify.html import render_modes_html
 from bridge.verify.modes_table import render_markdown, summarize
 
@@ -57,7 +58,7 @@ def convert_modes(
     errors: dict[str, str] = {}
     for mode in dict.fromkeys(modes):
         log.info("mode %s → %s", mode, root / mode)
-        needs_data = mode in ("int8", "int16x8")
+        needs_data = MODES.get(mode).needs_calibration
         try:
             convert(
                 model,

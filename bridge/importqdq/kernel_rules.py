@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from bridge.errors import QdqRuleError
 from bridge.lower.int8_assign import SCALE_RTOL
 from bridge.lower.int8_qdq import QdqModel
+from bridge.modes import MODES
 from bridge.qparams import QParams
 from bridge.quantize import rules
 from bridge.quantize.weights import BIAS_DTYPES
@@ -38,7 +39,6 @@ from bridge.quantize.weights import BIAS_DTYPES
 #: A bias level may sit this far from an integer, plus 4 float32 epsilons of itself (the bias
 #: and both scales are float32); farther, TFLite's int32 grid at s_in·s_w would move the bias.
 _BIAS_LEVEL_TOL = 1e-3
-_ACT_MODES = {"int8": "int8", "uint8": "int8", "int16": "int16x8"}
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,9 @@ def activation_mode(qdq: QdqModel, stored: dict[str, str]) -> str:
     kinds = {
         qdq.qdq_name(n): stored.get(qdq.qdq_name(n), qp.dtype) for n, qp in qdq.activations.items()
     }
-    bad = {n: k for n, k in kinds.items() if k not in _ACT_MODES}
-    modes = {_ACT_MODES[k] for k in kinds.values() if k in _ACT_MODES}
+    act_modes = _act_modes()
+    bad = {n: k for n, k in kinds.items() if k not in act_modes}
+    modes = {act_modes[k] for k in kinds.values() if k in act_modes}
     if bad or len(modes) > 1 or not modes:
         tensor, kind = next(iter(bad.items()), next(iter(kinds.items()), ("", "none")))
         raise QdqRuleError(
@@ -72,6 +73,16 @@ def activation_mode(qdq: QdqModel, stored: dict[str, str]) -> str:
             rule="activation_dtype",
         )
     return modes.pop()
+
+
+def _act_modes() -> dict[str, str]:
+    """Stored activation type → the mode that lowers it (uint8 shifts to int8 exactly)."""
+    out: dict[str, str] = {}
+    for name in MODES:
+        if MODES.get(name).integer:
+            out.setdefault(MODES.get(name).activation_dtype, name)
+    out["uint8"] = out["int8"]
+    return out
 
 
 def check(qdq: QdqModel, stored: dict[str, str], *, mode: str) -> None:
@@ -92,7 +103,7 @@ def check(qdq: QdqModel, stored: dict[str, str], *, mode: str) -> None:
 
 def violations(qdq: QdqModel, stored: dict[str, str], *, mode: str) -> list[Violation]:
     """Every rule the model breaks, in graph order."""
-    act = "int16" if mode == "int16x8" else "int8"
+    act = MODES.get(mode).activation_dtype
     consts = {i.name: numpy_helper.to_array(i) for i in qdq.float_model.graph.initializer}
     found: list[Violation] = []
     if act == "int16":

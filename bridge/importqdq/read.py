@@ -18,6 +18,7 @@ import onnx
 from bridge.contract import IOContract, TensorSpec, guess_layout
 from bridge.errors import ModelLoadError
 from bridge.lower.int8_qdq import QdqModel
+from bridge.modes import MODES
 from bridge.qparams import QParams
 
 _Q_OPS = ("QuantizeLinear", "DequantizeLinear")
@@ -95,7 +96,7 @@ def quantization_facts(qdq: QdqModel, stored: dict[str, str], mode: str) -> dict
         tensors[qdq.qdq_name(name)] = tensors[name] = fact
     for name, qp in qdq.constants.items():
         tensors[name] = _fact("constant", qp, stored.get(name))
-    act = "int16" if mode == "int16x8" else "int8"
+    act = MODES.get(mode).activation_dtype
     return {
         "mode": mode,
         "source": "imported QDQ model",

@@ -1,7 +1,8 @@
 """Stage 4, lower: ONNX → TFLite. `lower(artifact, mode=..., nhwc=...)` dispatches by mode.
 
-Modes live in their own modules and register themselves in `bridge.lower.modes.MODES`:
+Lowerings live in their own modules and register themselves in `bridge.lower.modes.MODES`:
 "fp32" (floating.py), "fp16" (fp16.py), "dynamic" (dynamic.py), "int8"/"int16x8" (integer.py).
+A `bridge.modes.Mode` names the lowering it uses (`Mode.lowering`, by default its own name).
 """
 
 from __future__ import annotations

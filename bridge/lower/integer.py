@@ -37,13 +37,10 @@ from bridge.lower.int8_constants import ConstantWriter
 from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
+from bridge.modes import integer_mode
 from bridge.runtime import sandbox, tflite_io
 
 log = logging.getLogger(__name__)
-
-#: Model I/O types allowed per activation type ("float32": QUANTIZE/DEQUANTIZE inside the model).
-IO_DTYPES = {"int8": ("float32", "int8", "uint8"), "int16": ("float32", "int16")}
-_MODES = {"int8": "int8", "int16": "int16x8"}
 
 
 @MODES.register("int8")
@@ -89,12 +86,11 @@ def lower_integer(
 
 
 def _check_io(io_dtype: str, act_dtype: str) -> None:
-    if act_dtype not in IO_DTYPES:
-        raise ConfigError(f"unknown activation type {act_dtype!r}; choose int8 or int16")
-    if io_dtype not in IO_DTYPES[act_dtype]:
+    mode = integer_mode(act_dtype)  # its io_dtypes: "float32" keeps QUANTIZE/DEQUANTIZE inside
+    if io_dtype not in mode.io_dtypes:
         raise ConfigError(
-            f"io_dtype {io_dtype!r} is not available for {_MODES[act_dtype]}; choose one of "
-            f"{', '.join(IO_DTYPES[act_dtype])}"
+            f"io_dtype {io_dtype!r} is not available for {mode.name}; choose one of "
+            f"{', '.join(mode.io_dtypes)}"
         )
 
 
@@ -175,7 +171,7 @@ def integerize(
     }
     log.info(
         "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
-        _MODES[act_dtype],
+        integer_mode(act_dtype).name,
         quantized,
         len(plan.float_ops),
         fused,
@@ -183,7 +179,11 @@ def integerize(
     )
     contract = _io_contract(float_tflite.contract, graph)
     return TfliteArtifact(
-        data=data, contract=contract, mode=_MODES[act_dtype], source=qdq_artifact, facts=facts
+        data=data,
+        contract=contract,
+        mode=integer_mode(act_dtype).name,
+        source=qdq_artifact,
+        facts=facts,
     )
 
 

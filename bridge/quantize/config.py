@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from bridge.errors import ConfigError
+from bridge.modes import MODES
 from bridge.quantize.observers import OBSERVERS, Observer
 
-#: Quantization modes this stage implements, with the activation storage dtype of each.
-MODES: Mapping[str, str | None] = MappingProxyType(
-    {"int8": "int8", "int16x8": "int16", "dynamic": None}
-)
 IO_DTYPES = ("float32", "int8", "uint8")
 WEIGHT_BITS = (8,)
 
@@ -69,13 +65,14 @@ class QuantConfig:
     correction_samples: int = 32
 
     def __post_init__(self) -> None:
-        _one_of("mode", self.mode, tuple(MODES))
+        _one_of("mode", self.mode, quantized_modes())
         _one_of("io_dtype", self.io_dtype, IO_DTYPES)
         _one_of("weight_bits", self.weight_bits, WEIGHT_BITS)
         _one_of("weight_rounding", self.weight_rounding, WEIGHT_ROUNDING)
-        if self.io_dtype != "float32" and self.mode != "int8":
+        if self.io_dtype not in MODES.get(self.mode).io_dtypes:
+            takers = " or ".join(repr(m) for m in MODES if self.io_dtype in MODES.get(m).io_dtypes)
             raise ConfigError(
-                f"io_dtype {self.io_dtype!r} needs mode 'int8' (got {self.mode!r}); "
+                f"io_dtype {self.io_dtype!r} needs mode {takers} (got {self.mode!r}); "
                 "use io_dtype='float32'"
             )
         if self.correction_samples < 1:
@@ -96,7 +93,7 @@ class QuantConfig:
     @property
     def activation_dtype(self) -> str | None:
         """ "int8", "int16", or None in dynamic mode (activations stay float)."""
-        return MODES[self.mode]
+        return MODES.get(self.mode).quant_activation_dtype
 
     @property
     def symmetric_activations(self) -> bool:
@@ -134,6 +131,12 @@ class QuantConfig:
             "equalize": self.equalize,
             "correction_samples": self.correction_samples,
         }
+
+
+def quantized_modes() -> tuple[str, ...]:
+    """The modes this stage implements (those that write a QDQ model), integer ones first."""
+    names = [m for m in MODES if MODES.get(m).has_qdq]
+    return tuple(sorted(names, key=lambda m: not MODES.get(m).integer))
 
 
 def _one_of(what: str, value: object, allowed: tuple) -> None:

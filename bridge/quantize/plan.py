@@ -200,7 +200,7 @@ def build_plan(
         observers: the calibration statistics, for the choices that depend on data (the
             weight-only linear layers); None plans as if every such layer were int8.
     """
-    if config.mode == "dynamic":
+    if config.activation_dtype is None:  # weights only (dynamic)
         return _dynamic_plan(model, config)
     if available is None and observers is not None:
         available = observers.keys()

@@ -69,8 +69,9 @@ def quantize_model(
         quantized tensor (scale, zero point, dtype, axis, range, observer) and the nodes kept
         float, with reasons.
     """
-    model = _with_opset(artifact.model, INT16_OPSET if config.mode == "int16x8" else MIN_OPSET)
-    plan = build_plan(model, config, observers=None if config.mode == "dynamic" else observers)
+    act = config.activation_dtype
+    model = _with_opset(artifact.model, INT16_OPSET if act == "int16" else MIN_OPSET)
+    plan = build_plan(model, config, observers=None if act is None else observers)
     writer = _Writer(model, plan, config)
     if not float_weights:
         writer.weights(moments)

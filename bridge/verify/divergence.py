@@ -7,6 +7,7 @@ from typing import Any
 
 import onnx
 
+from bridge.modes import MODES
 from bridge.runtime import tolerances
 
 #: Stop walking upstream for the layers to blame after this many nodes.
@@ -81,7 +82,7 @@ def within_steps(metrics: Mapping[str, Any], mode: str, pair: str) -> bool:
     """A quantized tensor whose error on an "lsb" pair (QDQ ⇄ .tflite) is within the gate's
     rms budget of output steps, whatever its SQNR (`tolerances.lsb_floor_db`, per layer)."""
     rms = metrics.get("lsb_rms")
-    if rms is None or tolerances.rule(mode, pair) != "lsb":
+    if rms is None or MODES.get(mode).rule(pair) != "lsb":
         return False
     return rms <= tolerances.MAX_RMS_LSB[mode]
 

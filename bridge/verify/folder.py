@@ -14,6 +14,7 @@ import onnx
 
 from bridge.contract import IOContract
 from bridge.errors import ModelLoadError
+from bridge.modes import MODES
 from bridge.outdir import FILES
 from bridge.runtime import tflite_io
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
@@ -64,7 +65,7 @@ def verify_dir(path: str | Path) -> dict[str, Any]:
     root, report, contract, mode = stored.root, stored.report, stored.contract, stored.mode
     runners: dict[str, Any] = {"ort": OrtRunner(_load_onnx(root / FILES["opt"]), contract)}
     qdq = None
-    if (root / FILES["qdq"]).exists() and mode in ("int8", "int16x8"):
+    if (root / FILES["qdq"]).exists() and mode in MODES and MODES.get(mode).integer:
         qdq = _load_onnx(root / FILES["qdq"])
         runners["qdq"] = OrtRunner(qdq, contract)
     tflite = _load_tflite(root / FILES["tflite"])

@@ -11,6 +11,7 @@ import numpy as np
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
+from bridge.modes import MODES
 from bridge.runtime.feeds import random_feeds
 from bridge.runtime.runners import LiteRTRunner, OrtRunner, TorchRunner
 from bridge.verify import noise, parity
@@ -18,7 +19,6 @@ from bridge.verify.folder import output_scales
 
 #: dynamic_batch=True is verified at this batch size too, besides the batch-1 samples.
 CHECK_BATCH = 4
-QUANT_MODES = ("int8", "int16x8")
 RUNTIME_NAMES = {
     "torch": "PyTorch model",
     "ort": "exported ONNX model",
@@ -96,7 +96,7 @@ def run_gate(
         "torch": TorchRunner(model, optimised.contract),
         "ort": OrtRunner(optimised.model, optimised.contract),
     }
-    if qdq is not None and mode in QUANT_MODES:
+    if qdq is not None and MODES.get(mode).integer:
         runners["qdq"] = OrtRunner(qdq.model, qdq.contract)
     runners["tflite"] = LiteRTRunner(
         lowered.data, lowered.contract, user_contract=optimised.contract

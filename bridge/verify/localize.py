@@ -13,7 +13,7 @@ ONNX model it was lowered from; a quantization error means the quantized ONNX al
 with the float one while the .tflite agrees with it.
 
 Rows follow the float ONNX graph order; the first row where a link misses its floor names the
-first diverging layer. Floors come from `bridge.runtime.tolerances` (see `LINKS`). Metrics are
+first diverging layer. The links and their floors are each mode's (`bridge.modes`). Metrics are
 accumulated over the stored verification samples one sample at a time, so memory holds one
 sample's tensors per runtime.
 """
@@ -35,6 +35,7 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
 from bridge.lower.fp16 import FP16_MAX, MIN_ELEMENTS
+from bridge.modes import MODES, Link
 from bridge.outdir import FILES
 from bridge.quantize import QuantConfig, quantize
 from bridge.runtime import tolerances
@@ -49,60 +50,6 @@ from bridge.verify.unscale import Unscaler
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Link:
-    """One comparison between neighbouring runtimes and the stage it blames.
-
-    `accumulates`: the candidate approximates the reference (quantized values, integer kernels),
-    so the error grows layer after layer and later layers can average it out (a mean pooling);
-    while every output meets the floor, an intermediate tensor below it is a divergence only if
-    it lost much in one layer (`bridge.verify.divergence.LAYER_DROP_DB`).
-    """
-
-    ref: str
-    cand: str
-    kind: str  # "export", "quantization", "conversion", "end-to-end" or "" (never judged)
-    floor: tuple[str | None, str] | None  # (mode, pair) in tolerances; None: the model's mode
-    accumulates: bool = False
-
-    @property
-    def pair(self) -> str:
-        return f"{self.ref}_vs_{self.cand}"
-
-
-_EXPORT = Link("torch", "ort", "export", (None, "torch_vs_ort"))
-
-#: The links per mode. fp16: the .tflite computes the float16-rounded weights in float32, so it
-#: must match them at the fp32 floor. dynamic: LiteRT's hybrid kernels also quantize activations
-#: on the fly, so the .tflite ⇄ weight-only QDQ link keeps the dynamic floor.
-LINKS: dict[str, tuple[Link, ...]] = {
-    "fp32": (_EXPORT, Link("ort", "tflite", "conversion", ("fp32", "ort_vs_tflite"))),
-    "fp16": (
-        _EXPORT,
-        Link("ort", "qdq", "quantization", ("fp16", "ort_vs_tflite"), accumulates=True),
-        Link("qdq", "tflite", "conversion", ("fp32", "ort_vs_tflite")),
-        Link("ort", "tflite", "end-to-end", ("fp16", "ort_vs_tflite"), accumulates=True),
-    ),
-    "dynamic": (
-        _EXPORT,
-        Link("ort", "qdq", "quantization", ("dynamic", "ort_vs_tflite"), accumulates=True),
-        Link("qdq", "tflite", "conversion", ("dynamic", "ort_vs_tflite"), accumulates=True),
-        Link("ort", "tflite", "end-to-end", ("dynamic", "ort_vs_tflite"), accumulates=True),
-    ),
-    "int8": (
-        _EXPORT,
-        Link("ort", "qdq", "quantization", ("int8", "torch_vs_qdq"), accumulates=True),
-        Link("qdq", "tflite", "conversion", ("int8", "qdq_vs_tflite"), accumulates=True),
-        Link("ort", "tflite", "end-to-end", ("int8", "torch_vs_tflite"), accumulates=True),
-    ),
-    "int16x8": (
-        _EXPORT,
-        Link("ort", "qdq", "quantization", ("int16x8", "torch_vs_qdq"), accumulates=True),
-        Link("qdq", "tflite", "conversion", ("int16x8", "qdq_vs_tflite"), accumulates=True),
-        Link("ort", "tflite", "end-to-end", ("int16x8", "torch_vs_tflite"), accumulates=True),
-    ),
-}
 
 #: What each runtime is called in tables and plots.
 LABELS = {"torch": "torch", "ort": "ORT", "qdq": "QDQ ORT", "tflite": "LiteRT"}
@@ -153,16 +100,20 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
         "rows": [{"index", "tensor", "node", "op", "shape", "range", "metrics": {pair: {...}}}],
         "first_divergence": {...} or None, "seconds"}. JSON-serialisable.
     """
-    if inputs.mode not in LINKS:
+    if inputs.mode not in MODES:
         raise ConfigError(
-            f"no per-layer links for mode {inputs.mode!r}; choose one of {list(LINKS)}"
+            f"no per-layer links for mode {inputs.mode!r}; choose one of {MODES.names()}"
         )
     if not feeds:
         raise ConfigError("per-layer comparison needs at least one verification sample")
     start = time.perf_counter()
     tensors = float_tensors(inputs.onnx)
     runtimes = _runtimes(inputs, [t for t, _ in tensors])
-    links = [link for link in LINKS[inputs.mode] if link.ref in runtimes and link.cand in runtimes]
+    links = [
+        link
+        for link in MODES.get(inputs.mode).links
+        if link.ref in runtimes and link.cand in runtimes
+    ]
     stats = LayerStats()
     unscaler = Unscaler.from_facts(inputs.equalization)
     for feed in feeds:
@@ -279,14 +230,14 @@ def fp16_weights(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _export_floor(inputs: LayerInputs) -> float:
-    return tolerances.floor(inputs.mode, "torch_vs_ort")
+    return MODES.get(inputs.mode).floor("torch_vs_ort")
 
 
 def _floor(inputs: LayerInputs, link: Link) -> float | None:
     if link.floor is None:
         return None
     mode, pair = link.floor
-    return tolerances.floor(mode or inputs.mode, pair)
+    return MODES.get(mode or inputs.mode).floor(pair)
 
 
 def localize_dir(

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.modes import MODES
 from bridge.runtime import tolerances
 from bridge.runtime.metrics import Comparison, compare, top1_agreement
 from bridge.runtime.runners import Runner
@@ -75,7 +76,7 @@ def check(
     """
     pairs: dict[str, dict[str, Any]] = {}
     failures: list[str] = []
-    for pair in tolerances.pairs(mode):
+    for pair in MODES.get(mode).pairs:
         ref_name, cand_name = pair.split("_vs_")
         if ref_name not in samples or cand_name not in samples:
             continue
@@ -99,16 +100,17 @@ def _floors(
     scale: float | None,
     predicted: Sequence[float] | None,
 ) -> list[float]:
-    """Each sample's SQNR floor under `pair`'s rule (tolerances.RULES)."""
-    if tolerances.rule(mode, pair) == "lsb" and scale:
+    """Each sample's SQNR floor under `pair`'s rule (`Mode.rule`)."""
+    rule = MODES.get(mode).rule(pair)
+    if rule == "lsb" and scale:
         power = [float(np.mean(np.square(np.asarray(r, np.float64)))) for r in refs]
         return [
             tolerances.lsb_floor_db(p, scale, mode, predicted_db=None if predicted is None else q)
             for p, q in zip(power, predicted or [None] * len(power), strict=True)
         ]
-    if tolerances.rule(mode, pair) == "noise" and predicted is not None:
+    if rule == "noise" and predicted is not None:
         return [tolerances.noise_floor_db(p, mode) for p in predicted]
-    return [tolerances.floor(mode, pair)] * len(refs)
+    return [MODES.get(mode).floor(pair)] * len(refs)
 
 
 def _judge(

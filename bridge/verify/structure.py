@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.modes import MODES
 from bridge.runtime import tflite_io
 
 #: Ops whose second input is a weight tensor and third (if any) a bias.
@@ -21,8 +22,6 @@ BIAS_INPUT = {"TRANSPOSE_CONV": 3}
 FLOAT_CONST_MIN_ELEMENTS = 16
 #: Relative difference allowed between a TFLite scale and the QDQ ONNX scale it carries.
 SCALE_RTOL = 1e-6
-
-ACT_TYPES = {"int8": 9, "int16x8": 7}
 
 
 def audit_integer(data: bytes, report: Mapping[str, Any]) -> dict[str, Any]:
@@ -58,7 +57,7 @@ def audit_integer(data: bytes, report: Mapping[str, Any]) -> dict[str, Any]:
             if is_float:
                 counts["float_" + kind] += 1
                 continue
-            if x.type != ACT_TYPES[mode]:
+            if x.type != MODES.get(mode).tflite_activation_type:
                 problems.append(f"{kind} {names[outs[0]]}: input is type {x.type}, not integer")
             if w.type != 9:
                 problems.append(f"{kind} {names[outs[0]]}: weights are type {w.type}, not int8")

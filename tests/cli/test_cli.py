@@ -66,9 +66,7 @@ def test_corrupt_tflite_is_a_clear_error(
 def test_parity_failure_exits_3_and_writes_nothing(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(
-        tolerances.FLOORS, "fp32", {**tolerances.FLOORS["fp32"], "torch_vs_tflite": 1000.0}
-    )
+    monkeypatch.setitem(tolerances.FLOORS["fp32"], "torch_vs_tflite", 1000.0)
     out = tmp_path / "never"
     code, _, err = run(capsys, "convert", "zoo:digits_cnn", "-o", str(out))
     assert code == cli.EXIT_PARITY

@@ -141,9 +141,7 @@ def new_converted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_parity_failure_writes_nothing(
     existing: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(
-        tolerances.FLOORS, "fp32", {**tolerances.FLOORS["fp32"], "ort_vs_tflite": 500.0}
-    )
+    monkeypatch.setitem(tolerances.FLOORS["fp32"], "ort_vs_tflite", 500.0)
     model, inputs = tiny_cnn(seed=1)
     before = snapshot(existing)
     for target in (tmp_path / "new" / "out", existing):

@@ -19,6 +19,7 @@ LAYERS: tuple[frozenset[str], ...] = tuple(
         "contract",
         "artifact",
         "runtime",
+        "modes",
         "passes",
         "quantize",
         "lower",

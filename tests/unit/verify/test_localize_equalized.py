@@ -16,12 +16,13 @@ from torch.nn import functional as F
 import bridge
 from bridge.export import ExportConfig, export
 from bridge.lower import lower
+from bridge.modes import MODES
 from bridge.passes import run_passes
 from bridge.quantize import QuantConfig, quantize
 from bridge.runtime import tolerances
 from bridge.runtime.feeds import random_feeds
 from bridge.verify.layer_stats import LayerStats
-from bridge.verify.localize import LINKS, localize_conversion, localize_dir
+from bridge.verify.localize import localize_conversion, localize_dir
 from bridge.verify.unscale import Unscaler
 
 #: Input [1, 3, 20, 20]: 8 channels on a 10x10 grid after the max-pool, so that no tensor's
@@ -91,7 +92,7 @@ def test_equalized_int8_names_no_divergence(parts, residual) -> None:
     assert {"/MaxPool_output_0", "/Relu_1_output_0", "/Add_output_0"} <= equalized, equalized
     layers = localize_conversion(residual[0], exported, optimised, qdq, low, feeds)
     assert layers["first_divergence"] is None, layers["first_divergence"]["explanation"]
-    for link in LINKS["int8"][1:]:  # every link that reads an equalized runtime
+    for link in MODES.get("int8").links[1:]:  # every link that reads an equalized runtime
         floor = tolerances.floor("int8", link.floor[1])
         got = _equalized_rows(layers, equalized, link.pair)
         assert len(got) >= 4 and min(got) >= floor, (link.pair, got)
@@ -133,7 +134,7 @@ def test_lsb_is_counted_in_per_channel_steps() -> None:
     unscaler = Unscaler.from_facts({"x": t.tolist()})
     values = unscaler.runtimes({"ort": {"x": x}, "tflite": {"x": held}})
     np.testing.assert_allclose(values["tflite"]["x"], x, atol=5 * step)
-    link = LINKS["int8"][-1]  # ORT ⇄ LiteRT
+    link = MODES.get("int8").links[-1]  # ORT ⇄ LiteRT
     stats = LayerStats()
     stats.add(values, {"x": step}, [link], {}, unscaler)
     lsb = stats.acc[(link.pair, "x")].lsb_max
