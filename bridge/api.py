@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,9 +29,8 @@ from bridge.quantize.calibrate import load_calibration, sample_feeds
 from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING, QuantConfig
 from bridge.quantize.observers import OBSERVERS
 from bridge.verify.gate import CHECK_BATCH, run_gate, verification_feeds
-from bridge.verify.html import render_html
 from bridge.verify.localize import localize_conversion
-from bridge.verify.report import render_markdown
+from bridge.verify.report_files import write_reports
 
 log = logging.getLogger(__name__)
 
@@ -352,11 +350,7 @@ def _write(out: Path, *, overwrite, report, exported, optimised, qdq, lowered, f
         arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
         arrays.update({f"torch/{k}": v for k, v in reference.items()})
         np.savez(tmp / FILES["samples"], **arrays)
-        (tmp / FILES["markdown"]).write_text(render_markdown(report))
-        (tmp / FILES["html"]).write_text(render_html(report))
-        (tmp / FILES["report"]).write_text(json.dumps(report, indent=1, default=_json_default))
-        names += [FILES["tflite"], FILES["samples"], FILES["markdown"], FILES["html"]]
-        names.append(FILES["report"])
+        names += [FILES["tflite"], FILES["samples"], *write_reports(tmp, report)]
         placed = outdir.commit(
             tmp,
             out,
@@ -372,13 +366,3 @@ def _write(out: Path, *, overwrite, report, exported, optimised, qdq, lowered, f
         qdq_path=placed.get(FILES["qdq"]),
         output_dir=out,
     )
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

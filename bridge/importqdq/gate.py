@@ -9,7 +9,6 @@ QDQ outputs as `qdq/<output>`), report.json/md/html.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,7 @@ from bridge.runtime.feeds import random_feeds
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import parity
 from bridge.verify.folder import output_scales
-from bridge.verify.html import render_html
-from bridge.verify.report import render_markdown
+from bridge.verify.report_files import write_reports
 
 
 def feeds(
@@ -108,10 +106,7 @@ def write(
         arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
         arrays.update({f"qdq/{k}": v for k, v in parity.concat(result["samples"]["qdq"]).items()})
         np.savez(tmp / FILES["samples"], **arrays)
-        (tmp / FILES["markdown"]).write_text(render_markdown(report))
-        (tmp / FILES["html"]).write_text(render_html(report))
-        (tmp / FILES["report"]).write_text(json.dumps(report, indent=1, default=_json_default))
-        names = [FILES[k] for k in ("qdq", "tflite", "samples", "markdown", "html", "report")]
+        names = [FILES[k] for k in ("qdq", "tflite", "samples")] + write_reports(tmp, report)
         placed = outdir.commit(
             tmp,
             out,
@@ -127,11 +122,3 @@ def write(
         qdq_path=placed[FILES["qdq"]],
         output_dir=out,
     )
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    raise TypeError(f"not JSON-serialisable: {type(o).__name__}")

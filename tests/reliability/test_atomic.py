@@ -158,12 +158,12 @@ def test_parity_failure_writes_nothing(
 def test_crash_while_writing_leaves_folder_as_it_was(
     existing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bridge import api
+    from bridge.verify import report_files
 
     def broken(report: dict) -> str:
         raise OSError("disk full")
 
-    monkeypatch.setattr(api, "render_markdown", broken)
+    monkeypatch.setattr(report_files, "render_markdown", broken)
     before = snapshot(existing)
     model, inputs = tiny_cnn(seed=1)
     with pytest.raises(OSError, match="disk full"):
