@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import onnx
@@ -28,7 +28,7 @@ from bridge.quantize import quantize
 from bridge.quantize.calibrate import load_calibration, sample_feeds
 from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING, QuantConfig
 from bridge.quantize.observers import OBSERVERS
-from bridge.verify.gate import CHECK_BATCH, run_gate, verification_feeds
+from bridge.verify.gate import CHECK_BATCH, GateResult, run_gate, verification_feeds
 from bridge.verify.localize import localize_conversion
 from bridge.verify.report_files import write_reports
 
@@ -133,22 +133,64 @@ def convert(
     out = Path(output_dir)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-
     with _timed(timings, "export"):
-        exported = export(
-            model,
-            example_inputs,
-            ExportConfig(
-                input_names=opts.input_names,
-                output_names=opts.output_names,
-                opset=opts.opset,
-                dynamic_batch=opts.dynamic_batch,
-                input_layouts=opts.input_layouts,
-            ),
-        )
+        exported = _export(model, example_inputs, opts)
     fingerprint = hashlib.sha256(exported.serialized()).hexdigest()[:16]
     outdir.check_target(out, fingerprint=fingerprint, overwrite=opts.overwrite)
+    built, calib_samples = _build(exported, mode, calibration, opts, timings)
 
+    with _timed(timings, "verify"):
+        feeds = _feeds(example_inputs, built, calib_samples, opts)
+        gate = _gate(model, built, feeds, mode, opts)
+    with _timed(timings, "layers"):
+        layers = localize_conversion(model, *built, feeds, model_name=opts.model_name)
+    timings["total"] = time.perf_counter() - t_all
+
+    report = _report(
+        mode=mode,
+        opts=opts,
+        fingerprint=fingerprint,
+        built=built,
+        verdict=gate.verdict,
+        timings=timings,
+    )
+    report.update(layers=layers, **_batched(gate))
+    if not gate.passed:
+        raise ParityError(
+            "parity check failed, nothing was written: " + "; ".join(gate.verdict["failures"]),
+            report=report,
+        )
+    return _write(out, overwrite=opts.overwrite, report=report, built=built, gate=gate, feeds=feeds)
+
+
+class _Built(NamedTuple):
+    """The four models one conversion makes, in pipeline order."""
+
+    exported: OnnxArtifact
+    optimised: OnnxArtifact
+    qdq: OnnxArtifact | None
+    lowered: TfliteArtifact
+
+
+def _export(model: object, example_inputs: Sequence[object], opts: ConvertOptions) -> OnnxArtifact:
+    config = ExportConfig(
+        input_names=opts.input_names,
+        output_names=opts.output_names,
+        opset=opts.opset,
+        dynamic_batch=opts.dynamic_batch,
+        input_layouts=opts.input_layouts,
+    )
+    return export(model, example_inputs, config)
+
+
+def _build(
+    exported: OnnxArtifact,
+    mode: str,
+    calibration: Iterable[Any] | None,
+    opts: ConvertOptions,
+    timings: dict[str, float],
+) -> tuple[_Built, list[dict[str, np.ndarray]]]:
+    """Passes, quantization (QDQ modes) and lowering; also the samples kept to verify on."""
     with _timed(timings, "passes"):
         optimised = _run_passes(exported, opts)
     qdq: OnnxArtifact | None = None
@@ -160,61 +202,21 @@ def convert(
         calib_samples = _first_samples(calibration, optimised.contract, opts.verify_samples)
     with _timed(timings, "lower"):
         lowered = _lower(qdq or optimised, mode, opts)
+    return _Built(exported, optimised, qdq, lowered), calib_samples
 
-    with _timed(timings, "verify"):
-        feeds = verification_feeds(
-            example_inputs,
-            optimised.contract,
-            calib_samples,
-            samples=opts.verify_samples,
-            seed=opts.seed,
-        )
-        gate = run_gate(
-            model,
-            optimised,
-            qdq,
-            lowered,
-            feeds,
-            mode=mode,
-            model_name=opts.model_name,
-            dynamic_batch=opts.dynamic_batch,
-            seed=opts.seed,
-        )
-    with _timed(timings, "layers"):
-        layers = localize_conversion(
-            model, exported, optimised, qdq, lowered, feeds, model_name=opts.model_name
-        )
-    timings["total"] = time.perf_counter() - t_all
 
-    report = _report(
+def _gate(model: object, built: _Built, feeds: list, mode: str, opts: ConvertOptions) -> GateResult:
+    """The parity gate over every runtime pair of `built`."""
+    return run_gate(
+        model,
+        built.optimised,
+        built.qdq,
+        built.lowered,
+        feeds,
         mode=mode,
-        opts=opts,
-        fingerprint=fingerprint,
-        exported=exported,
-        optimised=optimised,
-        qdq=qdq,
-        lowered=lowered,
-        verdict=gate.verdict,
-        timings=timings,
-    )
-    report["layers"] = layers
-    if gate.batched is not None:
-        report["dynamic_batch"] = {"batch": CHECK_BATCH, "parity": gate.batched["pairs"]}
-    if not gate.passed:
-        raise ParityError(
-            "parity check failed, nothing was written: " + "; ".join(gate.verdict["failures"]),
-            report=report,
-        )
-    return _write(
-        out,
-        overwrite=opts.overwrite,
-        report=report,
-        exported=exported,
-        optimised=optimised,
-        qdq=qdq if "qdq" in gate.runtimes else None,  # only verified files are written
-        lowered=lowered,
-        feeds=feeds,
-        reference=gate.results["torch"],
+        model_name=opts.model_name,
+        dynamic_batch=opts.dynamic_batch,
+        seed=opts.seed,
     )
 
 
@@ -309,7 +311,31 @@ def _lower(artifact: OnnxArtifact, mode: str, opts: ConvertOptions) -> TfliteArt
     return lower(artifact, mode=MODES.get(mode).lowering, nhwc=opts.nhwc_inputs)
 
 
-def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdict, timings):
+def _feeds(
+    example_inputs: Sequence[object],
+    built: _Built,
+    calib_samples: list[dict[str, np.ndarray]],
+    opts: ConvertOptions,
+) -> list[dict[str, np.ndarray]]:
+    """The inputs every runtime is compared on (kept calibration samples, else seeded random)."""
+    return verification_feeds(
+        example_inputs,
+        built.optimised.contract,
+        calib_samples,
+        samples=opts.verify_samples,
+        seed=opts.seed,
+    )
+
+
+def _batched(gate: GateResult) -> dict[str, Any]:
+    """The report's "dynamic_batch" entry, when the gate also checked a larger batch."""
+    if gate.batched is None:
+        return {}
+    return {"dynamic_batch": {"batch": CHECK_BATCH, "parity": gate.batched["pairs"]}}
+
+
+def _report(*, mode, opts, fingerprint, built, verdict, timings):
+    exported, optimised, qdq, lowered = built
     lowering = dict(lowered.facts)
     report: dict[str, Any] = {
         "bridge_version": VERSION,
@@ -337,8 +363,14 @@ def _report(*, mode, opts, fingerprint, exported, optimised, qdq, lowered, verdi
     return report
 
 
-def _write(out: Path, *, overwrite, report, exported, optimised, qdq, lowered, feeds, reference):
-    """Stage every file beside `out`, then swap the folder in (re-checked under its lock)."""
+def _write(out: Path, *, overwrite, report, built, gate, feeds):
+    """Stage every file beside `out`, then swap the folder in (re-checked under its lock).
+
+    The QDQ model is written only when the gate ran it: only verified files are written.
+    """
+    exported, optimised, qdq, lowered = built
+    qdq = qdq if "qdq" in gate.runtimes else None
+    reference = gate.results["torch"]
     with outdir.staging(out) as tmp:
         onnx.save(exported.model, tmp / FILES["onnx"])
         onnx.save(optimised.model, tmp / FILES["opt"])
