@@ -226,18 +226,22 @@ def build_plan(
         forced.update(missing)
 
 
-def _plan(
-    model: onnx.ModelProto,
-    config: QuantConfig,
-    forced: Mapping[str, str],
-    observers: Mapping[str, Observer] | None,
-) -> QuantPlan:
+@dataclass(frozen=True)
+class _Facts:
+    """What planning reads about the graph, computed once per plan."""
+
+    graph: onnx.GraphProto
+    consts: dict[str, np.ndarray]
+    floats: set[str]
+    consumers: dict[str, list[int]]  # tensor → indices of the nodes reading it
+    matches: list[Match]
+    gelu: dict[int, Match]  # last node of a GELU chain → its match
+    owner: dict[int, int]  # node inside a GELU chain → the chain's last node
+
+
+def _facts(model: onnx.ModelProto) -> _Facts:
     graph = model.graph
-    plan = QuantPlan(node_names(graph))
     consts = constant_values(model)
-    floats = float_tensors(model)
-    outputs = {o.name for o in graph.output}
-    act_dtype = config.activation_dtype or "int8"
     consumers: dict[str, list[int]] = defaultdict(list)
     for i, node in enumerate(graph.node):
         for t in node.input:
@@ -245,94 +249,149 @@ def _plan(
                 consumers[t].append(i)
     matches = find_patterns(graph, consts)
     gelu = {m.nodes[-1]: m for m in matches if m.pattern.name == "gelu_erf"}
-    owner = {k: m.nodes[-1] for m in gelu.values() for k in m.nodes[:-1]}  # inside → last node
+    owner = {k: m.nodes[-1] for m in gelu.values() for k in m.nodes[:-1]}
+    return _Facts(graph, consts, float_tensors(model), consumers, matches, gelu, owner)
 
-    data_of = plan.data_inputs
-    for i, node in enumerate(graph.node):
-        if i in owner:
-            continue  # inside a fused op: only its input and output are quantized
-        name = plan.node_names[i]
-        op_type = node.op_type
-        rule = rule_for(op_type, node)
-        data = _data_inputs(node, rule, consts)
-        if i in gelu:
-            op_type, rule, data = "Gelu", rule_for("Gelu"), [gelu[i].data]
-            reason = _chain_reason(gelu[i], plan.node_names, config, forced, act_dtype)
-        else:
-            reason = forced.get(name) or _float_reason(node, name, rule, config, act_dtype)
-        float_data = [t for t in data if t in floats]
-        float_out = [t for t in node.output if t and t in floats]
-        if not float_data or not float_out or op_type == "Constant":
-            continue  # integer arithmetic, constants: not ours to quantize
-        if reason is not None or rule is None:
-            plan.float_nodes.append({"node": name, "op": op_type, "reason": str(reason)})
-            continue
-        plan.quantized[i] = rule
-        data_of[i] = float_data
-    # fused ops have kernels of their own; those of FLOAT_ABSORBED_OPS may still stay float
-    tails = {m.nodes[-1] for m in matches if m.pattern.rule_op not in FLOAT_ABSORBED_OPS}
-    _drop_isolated_moves(plan, graph, data_of, consumers)
-    _absorb_into_float(plan, graph, consumers, owner, tails)
-    coarse = _coarse_outputs(observers, act_dtype)
-    if _keep_weight_only(plan, graph, consumers, owner, matches, consts, coarse):
-        _absorb_into_float(plan, graph, consumers, owner, tails)  # what fed them may follow
-    internal, biases = _apply_patterns(plan, matches, gelu)
 
-    acts: dict[str, None] = {}
-    const_inputs: dict[str, None] = {}
-    uf = _UnionFind()
-    for i, rule in plan.quantized.items():
-        node = graph.node[i]
-        for t in data_of[i]:
-            (const_inputs if t in consts else acts)[t] = None
-        outs = [t for t in node.output if t and t in floats]
-        acts.update(dict.fromkeys(outs))
-        if rule.output == "same":
-            linked = data_of[i] if rule.share_inputs else data_of[i][:1]
-            for t in [*linked, *outs]:
-                uf.union(t, outs[0])
-        if rule.output == "fixed":
-            for t in outs:
-                plan.fixed[t] = rule.fixed[act_dtype]
-        for k in rule.symmetric_inputs:
-            if k < len(node.input) and node.input[k] in data_of[i]:
-                plan.symmetric.add(node.input[k])
-        _plan_weights(plan, i, node, rule, consts, biases.get(i))
-    for i in plan.weight_only:  # float arithmetic on int8 weights: no int32 bias
-        node = graph.node[i]
-        _plan_weights(plan, i, node, rule_for(node.op_type, node), consts, no_bias=True)
-    _plan_tables(plan, graph, consts)
-
-    for i, rule in plan.quantized.items():
-        out = graph.node[i].output[0]
-        users = consumers.get(out, [])
-        if (
-            rule.fuses_activation
-            and out not in outputs
-            and out not in uf.parent
-            and len(users) == 1
-            and users[0] in plan.quantized
-            and fusable_activation(graph.node[users[0]], consts)
-        ):
-            acts.pop(out, None)
-            plan.fused.append({"node": plan.node_names[i], "activation": plan.node_names[users[0]]})
-    for t in internal:
-        acts.pop(t, None)
-    for o in graph.output:  # int8 models have int8 outputs, whoever computes them
-        if o.name in floats and o.name not in acts and any(o.name in n.output for n in graph.node):
-            acts[o.name] = None
-    if config.io_dtype != "float32":  # integer inputs, whoever reads them
-        acts.update(
-            {i.name: None for i in graph.input if i.name in floats and i.name not in consts}
-        )
-
-    plan.activations = list(acts)
+def _plan(
+    model: onnx.ModelProto,
+    config: QuantConfig,
+    forced: Mapping[str, str],
+    observers: Mapping[str, Observer] | None,
+) -> QuantPlan:
+    g = _facts(model)
+    plan = QuantPlan(node_names(g.graph))
+    act_dtype = config.activation_dtype or "int8"
+    _choose_nodes(plan, g, config, forced, act_dtype)
+    internal, biases = _settle_float_nodes(plan, g, observers, act_dtype)
+    acts, const_inputs, uf = _link_tensors(plan, g, act_dtype)
+    _plan_all_weights(plan, g, biases)
+    dropped = _fuse_activations(plan, g, uf) | internal
+    kept = {t: None for t in acts if t not in dropped}
+    kept.update(dict.fromkeys(_io_tensors(g, config)))
+    plan.activations = list(kept)
     plan.constants = list(const_inputs)
     by_root: dict[str, list[str]] = defaultdict(list)
     for t in [*plan.activations, *plan.constants]:
         by_root[uf.find(t)].append(t)
     plan.groups = list(by_root.values())
     return plan
+
+
+def _choose_nodes(
+    plan: QuantPlan, g: _Facts, config: QuantConfig, forced: Mapping[str, str], act_dtype: str
+) -> None:
+    """Sort every node with float data into plan.quantized (with its data inputs) or
+    plan.float_nodes (with its reason)."""
+    for i, node in enumerate(g.graph.node):
+        if i in g.owner:
+            continue  # inside a fused op: only its input and output are quantized
+        name = plan.node_names[i]
+        op_type = node.op_type
+        rule = rule_for(op_type, node)
+        data = _data_inputs(node, rule, g.consts)
+        if i in g.gelu:
+            op_type, rule, data = "Gelu", rule_for("Gelu"), [g.gelu[i].data]
+            reason = _chain_reason(g.gelu[i], plan.node_names, config, forced, act_dtype)
+        else:
+            reason = forced.get(name) or _float_reason(node, name, rule, config, act_dtype)
+        float_data = [t for t in data if t in g.floats]
+        float_out = [t for t in node.output if t and t in g.floats]
+        if not float_data or not float_out or op_type == "Constant":
+            continue  # integer arithmetic, constants: not ours to quantize
+        if reason is not None or rule is None:
+            plan.float_nodes.append({"node": name, "op": op_type, "reason": str(reason)})
+            continue
+        plan.quantized[i] = rule
+        plan.data_inputs[i] = float_data
+
+
+def _settle_float_nodes(
+    plan: QuantPlan, g: _Facts, observers: Mapping[str, Observer] | None, act_dtype: str
+) -> tuple[set[str], dict[int, tuple[str, str]]]:
+    """Drop isolated moves, grow float islands, pick weight-only layers, apply the patterns;
+    returns the patterns' internal tensors and folded biases (see _apply_patterns)."""
+    graph, consumers, owner = g.graph, g.consumers, g.owner
+    # fused ops have kernels of their own; those of FLOAT_ABSORBED_OPS may still stay float
+    tails = {m.nodes[-1] for m in g.matches if m.pattern.rule_op not in FLOAT_ABSORBED_OPS}
+    _drop_isolated_moves(plan, graph, plan.data_inputs, consumers)
+    _absorb_into_float(plan, graph, consumers, owner, tails)
+    coarse = _coarse_outputs(observers, act_dtype)
+    if _keep_weight_only(plan, graph, consumers, owner, g.matches, g.consts, coarse):
+        _absorb_into_float(plan, graph, consumers, owner, tails)  # what fed them may follow
+    return _apply_patterns(plan, g.matches, g.gelu)
+
+
+def _link_tensors(
+    plan: QuantPlan, g: _Facts, act_dtype: str
+) -> tuple[dict[str, None], dict[str, None], _UnionFind]:
+    """The quantized nodes' activations and constant inputs (ordered sets) and their
+    shared-scale groups; records fixed-qparams outputs and symmetric inputs on the plan."""
+    acts: dict[str, None] = {}
+    const_inputs: dict[str, None] = {}
+    uf = _UnionFind()
+    for i, rule in plan.quantized.items():
+        node, data = g.graph.node[i], plan.data_inputs[i]
+        for t in data:
+            (const_inputs if t in g.consts else acts)[t] = None
+        outs = [t for t in node.output if t and t in g.floats]
+        acts.update(dict.fromkeys(outs))
+        if rule.output == "same":
+            linked = data if rule.share_inputs else data[:1]
+            for t in [*linked, *outs]:
+                uf.union(t, outs[0])
+        if rule.output == "fixed":
+            for t in outs:
+                plan.fixed[t] = rule.fixed[act_dtype]
+        for k in rule.symmetric_inputs:
+            if k < len(node.input) and node.input[k] in data:
+                plan.symmetric.add(node.input[k])
+    return acts, const_inputs, uf
+
+
+def _plan_all_weights(plan: QuantPlan, g: _Facts, biases: Mapping[int, tuple[str, str]]) -> None:
+    """Weights of quantized nodes, then of weight-only layers (no int32 bias), then tables."""
+    for i, rule in plan.quantized.items():
+        _plan_weights(plan, i, g.graph.node[i], rule, g.consts, biases.get(i))
+    for i in plan.weight_only:  # float arithmetic on int8 weights: no int32 bias
+        node = g.graph.node[i]
+        _plan_weights(plan, i, node, rule_for(node.op_type, node), g.consts, no_bias=True)
+    _plan_tables(plan, g.graph, g.consts)
+
+
+def _fuse_activations(plan: QuantPlan, g: _Facts, uf: _UnionFind) -> set[str]:
+    """Outputs that only feed a fusable activation (TFLite fuses it): recorded in plan.fused
+    and returned, since they get no QDQ of their own."""
+    outputs = {o.name for o in g.graph.output}
+    fused: set[str] = set()
+    for i, rule in plan.quantized.items():
+        out = g.graph.node[i].output[0]
+        users = g.consumers.get(out, [])
+        if (
+            rule.fuses_activation
+            and out not in outputs
+            and out not in uf.parent
+            and len(users) == 1
+            and users[0] in plan.quantized
+            and fusable_activation(g.graph.node[users[0]], g.consts)
+        ):
+            fused.add(out)
+            plan.fused.append({"node": plan.node_names[i], "activation": plan.node_names[users[0]]})
+    return fused
+
+
+def _io_tensors(g: _Facts, config: QuantConfig) -> list[str]:
+    """Graph outputs computed by a node (int8 models have int8 outputs, whoever computes them)
+    and, for integer I/O, float graph inputs (whoever reads them)."""
+    graph = g.graph
+    io = [
+        o.name
+        for o in graph.output
+        if o.name in g.floats and any(o.name in n.output for n in graph.node)
+    ]
+    if config.io_dtype != "float32":
+        io += [i.name for i in graph.input if i.name in g.floats and i.name not in g.consts]
+    return io
 
 
 def _chain_reason(
