@@ -62,7 +62,14 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bridge", description=__doc__)
     p.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_convert(sub)
+    _add_verify(sub)
+    _add_debug(sub)
+    _add_inspect(sub)
+    return p
 
+
+def _add_convert(sub: Any) -> None:
     c = sub.add_parser("convert", help="convert a PyTorch model to a verified .tflite")
     c.add_argument(
         "factory",
@@ -99,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"convert in each mode ({','.join(MODES)}) into OUTPUT/<mode>/ and "
         "compare them in OUTPUT/report.html and report.md",
     )
+    _add_quantize_options(c)
+    _add_export_options(c)
+    c.set_defaults(func=_convert)
+
+
+def _add_quantize_options(c: argparse.ArgumentParser) -> None:
+    """convert's options for the integer modes."""
     c.add_argument(
         "--calibration",
         metavar="SOURCE",
@@ -124,6 +138,10 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip cross-layer equalization (on by default: exactly equivalent channel rescaling)",
     )
+
+
+def _add_export_options(c: argparse.ArgumentParser) -> None:
+    """convert's options for export, layout and the output folder."""
     c.add_argument("--nhwc", action="store_true", help="NHWC image inputs and outputs")
     c.add_argument("--dynamic-batch", action="store_true", help="symbolic batch dimension")
     c.add_argument("--opset", type=int, default=17)
@@ -132,12 +150,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="replace a different model already in the output folder",
     )
-    c.set_defaults(func=_convert)
 
+
+def _add_verify(sub: Any) -> None:
     v = sub.add_parser("verify", help="re-run the parity check of an output folder")
     v.add_argument("folder", type=Path)
     v.set_defaults(func=_verify)
 
+
+def _add_debug(sub: Any) -> None:
     d = sub.add_parser("debug", help="per-layer comparison: name the first diverging layer")
     d.add_argument("folder", type=Path, help="a conversion folder (or a --modes parent folder)")
     d.add_argument(
@@ -148,10 +169,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--samples", type=int, help="use at most N stored verification samples")
     d.set_defaults(func=_debug)
 
+
+def _add_inspect(sub: Any) -> None:
     i = sub.add_parser("inspect", help="describe a .tflite or .onnx file")
     i.add_argument("file", type=Path)
     i.set_defaults(func=_inspect)
-    return p
 
 
 def _convert(args: argparse.Namespace) -> int:
