@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
@@ -113,17 +113,68 @@ def integerize(
     """
     _check_io(io_dtype, act_dtype)
     qdq = qdq or read_qdq(qdq_artifact.model)
+    model = tflite_io.load(float_tflite.data)
+    graph = Graph(model)
+    matches = _match(graph, float_tflite, qdq_artifact, qdq)
+    steps = _rewrite(graph, matches, qdq, act_dtype=act_dtype, io_dtype=io_dtype)
+    graph.commit()
+    data = tflite_io.save(model)
+    _load_check(data)
+    facts = _facts(steps, graph, matches, qdq, float_tflite.facts)
+    log.info(
+        "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
+        integer_mode(act_dtype).name,
+        steps.quantized,
+        len(steps.plan.float_ops),
+        steps.fused,
+        len(data) / 1e6,
+    )
+    contract = _io_contract(float_tflite.contract, graph)
+    return TfliteArtifact(
+        data=data,
+        contract=contract,
+        mode=integer_mode(act_dtype).name,
+        source=qdq_artifact,
+        facts=facts,
+    )
+
+
+def _match(
+    graph: Graph, float_tflite: TfliteArtifact, qdq_artifact: OnnxArtifact, qdq: QdqModel
+) -> dict[int, list[str]]:
+    """Each TFLite tensor's ONNX twins, found by value (float recurrent interiors: none)."""
     onnx_vals, tfl_vals = int8_match.float_values(
         qdq.float_model,
         float_tflite.data,
         contract=qdq_artifact.contract,
         tflite_contract=float_tflite.contract,
     )
-    model = tflite_io.load(float_tflite.data)
-    graph = Graph(model)
     matches = int8_match.match_activations(tfl_vals, onnx_vals)
     # a float recurrent layer's unrolled steps match slices of Y by value but stay float32
     matches.update({t: [] for t in int8_recurrent.float_interior(graph, qdq_artifact.model)})
+    return matches
+
+
+class _Steps(NamedTuple):
+    """What the rewrite of the float graph did, for the facts and the log."""
+
+    act_dtype: str
+    io_dtype: str
+    plan: int8_assign.Plan
+    rewrite: int8_rewrite.Rewrite
+    quantized: int
+    fused: int
+    linearized: int
+    folded: int
+    pads: int
+    weight_only: list[dict[str, Any]]
+    twins: list[tuple[Any, str]]  # (integer TFLite tensor, QDQ tensor whose scale it carries)
+
+
+def _rewrite(
+    graph: Graph, matches: dict[int, list[str]], qdq: QdqModel, *, act_dtype: str, io_dtype: str
+) -> _Steps:
+    """Linearize, fuse, assign qparams, then write the integer tensors into `graph`."""
     linearized = int8_linear.linearize(graph, matches, qdq)
     fused = int8_fuse.fuse_activations(graph)
     order = {o: i for i, n in enumerate(qdq.float_model.graph.node) for o in n.output}
@@ -141,50 +192,54 @@ def integerize(
         for t, src in plan.source.items()
         if t in rewrite.integer_twin
     ]
-    graph.commit()
-    data = tflite_io.save(model)
-    _load_check(data)
+    return _Steps(
+        act_dtype,
+        io_dtype,
+        plan,
+        rewrite,
+        quantized,
+        fused,
+        linearized,
+        folded,
+        pads,
+        weight_only,
+        twins,
+    )
+
+
+def _facts(
+    steps: _Steps,
+    graph: Graph,
+    matches: dict[int, list[str]],
+    qdq: QdqModel,
+    float_facts: dict[str, Any],
+) -> dict[str, Any]:
+    """The integer lowering's facts, read once `graph` is committed."""
     alive = {id(t) for t in graph.sg.tensors}
     matched = {n for names in matches.values() for n in names}
-    facts: dict[str, Any] = {
-        "float_ops": plan.float_ops,
-        "quantized_ops": quantized,
+    return {
+        "float_ops": steps.plan.float_ops,
+        "quantized_ops": steps.quantized,
         "qparams_source": "qdq",
-        "activation_dtype": act_dtype,
-        "io_dtype": io_dtype,
-        "fused_activations": fused,
-        "matmuls_as_fully_connected": linearized,
-        "transposes_folded": folded,
-        "padv2_as_pad": pads,
-        "conversions": rewrite.conversions,
-        "computed_qparams": rewrite.computed_qparams,
-        "rescaled_weights": rewrite.rescaled_weights,
-        "int8_stored_float_weights": weight_only,
+        "activation_dtype": steps.act_dtype,
+        "io_dtype": steps.io_dtype,
+        "fused_activations": steps.fused,
+        "matmuls_as_fully_connected": steps.linearized,
+        "transposes_folded": steps.folded,
+        "padv2_as_pad": steps.pads,
+        "conversions": steps.rewrite.conversions,
+        "computed_qparams": steps.rewrite.computed_qparams,
+        "rescaled_weights": steps.rewrite.rescaled_weights,
+        "int8_stored_float_weights": steps.weight_only,
         # TFLite integer tensor → the QDQ tensor whose scale it carries.
         "tensor_map": {
-            tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in twins if id(t) in alive
+            tflite_io.tensor_name(t): qdq.qdq_name(s) for t, s in steps.twins if id(t) in alive
         },
         # Quantized QDQ tensors no TFLite tensor holds (e.g. inside an op onnx2tf fused).
         "unmatched_onnx": sorted(qdq.qdq_name(n) for n in set(qdq.activations) - matched),
-        "float_lowering": {k: v for k, v in float_tflite.facts.items() if _jsonable(v)},
-        "stateful_tensors": float_tflite.facts.get("stateful_tensors", []),
+        "float_lowering": {k: v for k, v in float_facts.items() if _jsonable(v)},
+        "stateful_tensors": float_facts.get("stateful_tensors", []),
     }
-    log.info(
-        "%s: %d integer ops, %d float ops, %d ReLUs fused, %.2f MB",
-        integer_mode(act_dtype).name,
-        quantized,
-        len(plan.float_ops),
-        fused,
-        len(data) / 1e6,
-    )
-    contract = _io_contract(float_tflite.contract, graph)
-    return TfliteArtifact(
-        data=data,
-        contract=contract,
-        mode=integer_mode(act_dtype).name,
-        source=qdq_artifact,
-        facts=facts,
-    )
 
 
 def _jsonable(value: Any) -> bool:
