@@ -18,10 +18,20 @@ def new_graph() -> Graph:
     return Graph(empty_model())
 
 
-def add_op(graph: Graph, op_type: str, ins: list[int], outs: list[int], **options: Any) -> Any:
-    """Append `op_type` (version 1) with its options table (`<Name>OptionsT`) when it has one."""
+def add_op(
+    graph: Graph,
+    op_type: str,
+    ins: list[int],
+    outs: list[int],
+    *,
+    table: str | None = None,
+    **options: Any,
+) -> Any:
+    """Append `op_type` (version 1) with its options table (`<table or Name>OptionsT`) when
+    the schema has one, its fields set from `options`."""
     op = graph.new_op(op_type, ins, outs, 1)
-    field = "".join(p.capitalize() for p in op_type.split("_")) + "Options"
+    name = table or "".join(p.capitalize() for p in op_type.split("_"))
+    field = name + "Options"
     if op.builtinOptions is None and hasattr(graph.s, field + "T"):
         op.builtinOptionsType = getattr(graph.s.BuiltinOptions, field)
         op.builtinOptions = getattr(graph.s, field + "T")()
