@@ -16,6 +16,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import onnx
+
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import CHANNEL_FIRST, IOContract
 from bridge.errors import ConfigError, LoweringError, UnsupportedOpError
@@ -74,49 +76,14 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
             "of a contract that is already channel-last"
         )
     _check_onnx_io(artifact)
-    onnx_in, split = lstm_directions.split_directions(artifact.model)
-    onnx_in, unrolled = recurrent.runtime_zero_states(onnx_in)
-    onnx_in, padded = recurrent_outputs.pad_single_step_grus(onnx_in)
-    onnx_in, named = recurrent_outputs.name_skipped_outputs(onnx_in)
-    if padded or named:
-        log.info("one-step GRUs run two steps: %s; outputs named: %s", padded, named)
+    onnx_in, split, unrolled = _prepare_recurrent(artifact.model)
     result = run_onnx2tf(onnx_in, keep_shape_inputs=contract.input_names)
     model = tflite_io.load(result.tflite)
     if stateful := recurrent.stateful_tensors(model):
         log.warning("the .tflite keeps state between invokes in %s", stateful)
-    errors = unsupported.custom_ops(model, artifact.model)
-    if errors:
-        first = errors[0]
-        if len(errors) > 1:
-            others = ", ".join(f"{e.node} ({e.op})" for e in errors[1:])
-            first = UnsupportedOpError(
-                f"{first} Also unsupported: {others}.", node=first.node, op=first.op
-            )
-        raise first
-    fold_bias.fold_transpose_conv_bias(model)
-    restored = fused_outputs.restore_fused_outputs(model, result.records)
-    if restored:
-        log.info("restored outputs onnx2tf fused into an activation: %s", restored)
-    located = correspondence.locate(result.records, model, artifact.model)
-    io_contract.match_io(model, contract)
-    if pinned := io_contract.pin_static_outputs(model, contract):
-        log.info("pinned static output shapes onnx2tf left dynamic: %s", pinned)
-    if fixed := layout.restore_channel_first_outputs(model, contract):
-        log.info("transposed channel-last outputs back to the contract's layout: %s", fixed)
-    if permuted := layout.restore_permuted_outputs(model, contract):
-        log.info("transposed outputs onnx2tf returned permuted back: %s", permuted)
-    output_order.resolve_hidden_layouts(model, artifact.model, contract)
-    io_contract.check_io(model, contract, source=artifact.model)
-    target = contract
-    if nhwc:
-        target = contract.as_nhwc()
-        layout.to_channel_last_io(
-            model, _channel_first(contract.inputs), _channel_first(contract.outputs)
-        )
-    _, moved = transposes.cancel_transposes(model)
-    graph_edit.drop_metadata(model, "reduced_precision_support")
-    io_contract.write_signature(model, target)
-    io_contract.check_io(model, target)
+    _raise_unsupported(model, artifact.model)
+    located = _repair_outputs(model, result.records, artifact.model, contract)
+    target, moved = _finish_io(model, contract, nhwc=nhwc)
     data = tflite_io.save(model)
     facts = {
         "backend": backend_name(),
@@ -136,6 +103,76 @@ def lower_float(artifact: OnnxArtifact, *, nhwc: bool = False) -> TfliteArtifact
         facts["seconds"],
     )
     return TfliteArtifact(data=data, contract=target, mode="fp32", source=artifact, facts=facts)
+
+
+def _prepare_recurrent(
+    model: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, list[str], list[str]]:
+    """The ONNX model onnx2tf is given: LSTM directions split, recurrent states made runtime
+    zeros, one-step GRUs padded and skipped outputs named; also (split, unrolled)."""
+    onnx_in, split = lstm_directions.split_directions(model)
+    onnx_in, unrolled = recurrent.runtime_zero_states(onnx_in)
+    onnx_in, padded = recurrent_outputs.pad_single_step_grus(onnx_in)
+    onnx_in, named = recurrent_outputs.name_skipped_outputs(onnx_in)
+    if padded or named:
+        log.info("one-step GRUs run two steps: %s; outputs named: %s", padded, named)
+    return onnx_in, split, unrolled
+
+
+def _raise_unsupported(model: Any, onnx_model: onnx.ModelProto) -> None:
+    """Raise the first UnsupportedOpError (naming the others) for custom ops onnx2tf left."""
+    errors = unsupported.custom_ops(model, onnx_model)
+    if errors:
+        first = errors[0]
+        if len(errors) > 1:
+            others = ", ".join(f"{e.node} ({e.op})" for e in errors[1:])
+            first = UnsupportedOpError(
+                f"{first} Also unsupported: {others}.", node=first.node, op=first.op
+            )
+        raise first
+
+
+def _repair_outputs(
+    model: Any,
+    records: tuple[dict[str, Any], ...],
+    onnx_model: onnx.ModelProto,
+    contract: IOContract,
+) -> list[correspondence.Located]:
+    """Undo what onnx2tf did to the outputs (fused, dynamic, channel-last, permuted, reordered)
+    and check the I/O against `contract`; returns the located ONNX → TFLite correspondence."""
+    fold_bias.fold_transpose_conv_bias(model)
+    restored = fused_outputs.restore_fused_outputs(model, records)
+    if restored:
+        log.info("restored outputs onnx2tf fused into an activation: %s", restored)
+    located = correspondence.locate(records, model, onnx_model)
+    io_contract.match_io(model, contract)
+    if pinned := io_contract.pin_static_outputs(model, contract):
+        log.info("pinned static output shapes onnx2tf left dynamic: %s", pinned)
+    if fixed := layout.restore_channel_first_outputs(model, contract):
+        log.info("transposed channel-last outputs back to the contract's layout: %s", fixed)
+    if permuted := layout.restore_permuted_outputs(model, contract):
+        log.info("transposed outputs onnx2tf returned permuted back: %s", permuted)
+    output_order.resolve_hidden_layouts(model, onnx_model, contract)
+    io_contract.check_io(model, contract, source=onnx_model)
+    return located
+
+
+def _finish_io(
+    model: Any, contract: IOContract, *, nhwc: bool
+) -> tuple[IOContract, transposes.Moved]:
+    """Make the I/O channel-last if asked, cancel transposes and write the signature; returns
+    the final contract and what cancel_transposes moved."""
+    target = contract
+    if nhwc:
+        target = contract.as_nhwc()
+        layout.to_channel_last_io(
+            model, _channel_first(contract.inputs), _channel_first(contract.outputs)
+        )
+    _, moved = transposes.cancel_transposes(model)
+    graph_edit.drop_metadata(model, "reduced_precision_support")
+    io_contract.write_signature(model, target)
+    io_contract.check_io(model, target)
+    return target, moved
 
 
 def op_facts(model: Any) -> dict[str, Any]:
