@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,60 +70,105 @@ def calibrate(
         raise ConfigError(f"mode {config.mode!r} needs no calibration")
     contract = artifact.contract
     plan = build_plan(artifact.model, config)
-    inputs = set(contract.input_names)
-    observers = {t: config.make_observer(t) for t in plan.activations}
-    folds = None
-    if crossfit:
-        folds = CrossFit(
-            lambda: {t: config.make_observer(t) for t in observers}, contract.output_names
-        )
-    energy = OutputEnergy()
-    ranges = InputRanges(contract)
-    float_outputs = [o.name for o in contract.outputs if np.dtype(o.dtype).kind == "f"]
-    wanted = [*observers, *(moments.sources if moments is not None else ())]
-    runner = OrtRunner(
-        artifact.model,
-        contract,
-        extra_outputs=[t for t in dict.fromkeys(wanted) if t not in inputs],
-    )
+    stats = _Statistics.start(contract, plan.activations, config, moments, crossfit=crossfit)
+    runner = _runner(artifact, stats)
     samples = itertools.islice(data, config.num_samples)
     count = 0
     for index, sample in enumerate(_progress(samples, data, config.num_samples)):
         feeds = sample_feeds(sample, contract, index)
-        ranges.update(feeds)
-        try:
-            values = runner.run(feeds)
-        except BridgeError:
-            raise
-        except Exception as e:  # onnxruntime raises untyped errors
-            raise CalibrationError(f"ONNX Runtime failed on calibration sample {index}: {e}") from e
-        values.update(feeds)
-        for name, obs in observers.items():
-            value = values.get(name)
-            if value is not None and np.asarray(value).dtype.kind == "f":
-                obs.update(value)
-        if moments is not None:
-            moments.update(values)
-        energy.update({o: values[o] for o in float_outputs if o in values})
-        if folds is not None:
-            folds.add(index, feeds, values)
+        stats.ranges.update(feeds)
+        stats.add(index, feeds, _run(runner, feeds, index))
         count += 1
     if count == 0:
         raise CalibrationError(
             "calibration data is empty; pass at least one sample per input "
             f"{contract.input_names} (a list of tuples, a .npy, a .npz or an image folder)"
         )
-    ranges.check(artifact.model)
-    _warn_nonfinite(observers)
-    log.info("calibrated %d activation tensors on %d samples", len(observers), count)
-    horizon = energy.horizon()
-    log.info("outputs' energy concentration %.1f: tail horizon %g", energy.concentration(), horizon)
-    for obs in observers.values():
-        obs.choose_tail(horizon)
-    if folds is not None:
-        folds.choose_tail(horizon)
-        folds.check(artifact, config)
-    return {t: o for t, o in observers.items() if o.count > 0}
+    stats.ranges.check(artifact.model)
+    _warn_nonfinite(stats.observers)
+    log.info("calibrated %d activation tensors on %d samples", len(stats.observers), count)
+    stats.choose_tails(artifact, config)
+    return {t: o for t, o in stats.observers.items() if o.count > 0}
+
+
+@dataclass
+class _Statistics:
+    """What calibration accumulates over the samples: activation observers, the weights' input
+    moments, the cross-fit folds, the outputs' energy and the inputs' ranges."""
+
+    observers: dict[str, Observer]
+    moments: InputMoments | None
+    folds: CrossFit | None
+    energy: OutputEnergy
+    ranges: InputRanges
+    float_outputs: list[str]
+
+    @classmethod
+    def start(
+        cls,
+        contract: IOContract,
+        activations: Iterable[str],
+        config: QuantConfig,
+        moments: InputMoments | None,
+        *,
+        crossfit: bool,
+    ) -> _Statistics:
+        observers = {t: config.make_observer(t) for t in activations}
+        folds = None
+        if crossfit:
+            folds = CrossFit(
+                lambda: {t: config.make_observer(t) for t in observers}, contract.output_names
+            )
+        float_outputs = [o.name for o in contract.outputs if np.dtype(o.dtype).kind == "f"]
+        return cls(observers, moments, folds, OutputEnergy(), InputRanges(contract), float_outputs)
+
+    def add(self, index: int, feeds: dict[str, np.ndarray], values: dict[str, Any]) -> None:
+        """Fold one sample's feeds and ONNX Runtime values into every statistic."""
+        values.update(feeds)
+        for name, obs in self.observers.items():
+            value = values.get(name)
+            if value is not None and np.asarray(value).dtype.kind == "f":
+                obs.update(value)
+        if self.moments is not None:
+            self.moments.update(values)
+        self.energy.update({o: values[o] for o in self.float_outputs if o in values})
+        if self.folds is not None:
+            self.folds.add(index, feeds, values)
+
+    def choose_tails(self, artifact: OnnxArtifact, config: QuantConfig) -> None:
+        """Give the observers (and the folds, then checked) the outputs' tail horizon."""
+        horizon = self.energy.horizon()
+        log.info(
+            "outputs' energy concentration %.1f: tail horizon %g",
+            self.energy.concentration(),
+            horizon,
+        )
+        for obs in self.observers.values():
+            obs.choose_tail(horizon)
+        if self.folds is not None:
+            self.folds.choose_tail(horizon)
+            self.folds.check(artifact, config)
+
+
+def _runner(artifact: OnnxArtifact, stats: _Statistics) -> OrtRunner:
+    """ONNX Runtime on the float model, also returning every tensor `stats` observes."""
+    inputs = set(artifact.contract.input_names)
+    moments = stats.moments
+    wanted = [*stats.observers, *(moments.sources if moments is not None else ())]
+    return OrtRunner(
+        artifact.model,
+        artifact.contract,
+        extra_outputs=[t for t in dict.fromkeys(wanted) if t not in inputs],
+    )
+
+
+def _run(runner: OrtRunner, feeds: dict[str, np.ndarray], index: int) -> dict[str, Any]:
+    try:
+        return runner.run(feeds)
+    except BridgeError:
+        raise
+    except Exception as e:  # onnxruntime raises untyped errors
+        raise CalibrationError(f"ONNX Runtime failed on calibration sample {index}: {e}") from e
 
 
 def _progress(samples: Iterable, data: Iterable, limit: int | None) -> Iterable:
