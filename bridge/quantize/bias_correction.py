@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
@@ -99,55 +100,85 @@ def correct_biases(
     except ValueError as e:
         log.info("bias correction skipped: %s", e)
         return qdq
-    by_node = {layer.node: layer for layer in layers}
-    inits = {t.name: t for t in qdq.model.graph.initializer}
-    new_q: dict[str, np.ndarray] = {}
-    shifts: list[float] = []
+    correct = _Corrector(layers, target, rows, qdq.model)
+    try:
+        segments.run(samples, correct)
+    except ModelLoadError as e:  # a piece ONNX Runtime cannot run: keep the plain biases
+        log.warning("bias correction skipped: %s", e)
+        return qdq
+    model = _with_biases(qdq.model, layers, correct.new_q)
+    facts = _corrected_facts(qdq.facts["quantization"], layers, correct, len(samples))
+    log.info("bias correction: %d layers on %d samples", len(correct.new_q), len(samples))
+    return qdq.evolve(model=model, facts={"quantization": facts})
 
-    def edit(node: int, values: list[np.ndarray]) -> list[np.ndarray]:
-        layer = by_node[node]
-        shift = target[layer.bias] - _channel_mean(values, layer.axis)
-        if layer.bias in rows:  # few rows: keep only the part of the shift above its noise
-            shift = _shrink(shift, np.concatenate(values) - rows[layer.bias])
+
+class _Corrector:
+    """The SegmentedGraph edit: shift each layer's bias (in whole steps, clipped to its stored
+    type) so its channel means match the float model's, and pass the shifted values on."""
+
+    def __init__(
+        self,
+        layers: Sequence[_Layer],
+        target: Mapping[str, np.ndarray],
+        rows: Mapping[str, np.ndarray],
+        model: onnx.ModelProto,
+    ) -> None:
+        self.by_node = {layer.node: layer for layer in layers}
+        self.target, self.rows = target, rows
+        self.inits = {t.name: t for t in model.graph.initializer}
+        self.new_q: dict[str, np.ndarray] = {}  # bias initializer → corrected stored values
+        self.shifts: list[float] = []  # largest shift per layer, in bias steps
+
+    def __call__(self, node: int, values: list[np.ndarray]) -> list[np.ndarray]:
+        layer = self.by_node[node]
+        shift = self.target[layer.bias] - _channel_mean(values, layer.axis)
+        if layer.bias in self.rows:  # few rows: keep only the part of the shift above its noise
+            shift = _shrink(shift, np.concatenate(values) - self.rows[layer.bias])
         steps = np.rint(shift / layer.scale)
-        q, info = _stored_steps(numpy_helper.to_array(inits[layer.q_init]), layer.scale)
+        q, info = _stored_steps(numpy_helper.to_array(self.inits[layer.q_init]), layer.scale)
         corrected = np.clip(q + steps, info.min, info.max)
         steps = corrected - q
-        new_q[layer.q_init] = corrected
-        shifts.append(float(np.abs(steps).max()) if steps.size else 0.0)
+        self.new_q[layer.q_init] = corrected
+        self.shifts.append(float(np.abs(steps).max()) if steps.size else 0.0)
         delta = _along(steps * layer.scale, values[0].ndim, layer.axis).astype(np.float32)
         for v in values:
             v += delta
         return values
 
-    try:
-        segments.run(samples, edit)
-    except ModelLoadError as e:  # a piece ONNX Runtime cannot run: keep the plain biases
-        log.warning("bias correction skipped: %s", e)
-        return qdq
+
+def _with_biases(
+    source: onnx.ModelProto, layers: Sequence[_Layer], new_q: Mapping[str, np.ndarray]
+) -> onnx.ModelProto:
+    """A copy of `source` with the corrected bias initializers (stored float or integer)."""
     model = onnx.ModelProto()
-    model.CopyFrom(qdq.model)
+    model.CopyFrom(source)
     scales = {layer.q_init: layer.scale for layer in layers}
     for t in model.graph.initializer:
         if t.name in new_q:
             dtype = numpy_helper.to_array(t).dtype
             value = new_q[t.name] * scales[t.name] if dtype.kind == "f" else new_q[t.name]
             t.CopyFrom(numpy_helper.from_array(value.astype(dtype), t.name))
-    facts = dict(qdq.facts["quantization"])
+    return model
+
+
+def _corrected_facts(
+    quantization: Mapping[str, Any], layers: Sequence[_Layer], correct: _Corrector, samples: int
+) -> dict[str, Any]:
+    """facts["quantization"] with the corrected biases' ranges and a "bias_correction" entry."""
+    facts = dict(quantization)
     facts["tensors"] = dict(facts["tensors"])
     for layer in layers:
-        if layer.q_init in new_q:
-            b = new_q[layer.q_init] * layer.scale
+        if layer.q_init in correct.new_q:
+            b = correct.new_q[layer.q_init] * layer.scale
             fact = dict(facts["tensors"][layer.bias])
             fact["range"] = [float(b.min()), float(b.max())]
             facts["tensors"][layer.bias] = fact
     facts["bias_correction"] = {
-        "samples": len(samples),
-        "layers": len(new_q),
-        "max_shift_steps": max(shifts, default=0.0),
+        "samples": samples,
+        "layers": len(correct.new_q),
+        "max_shift_steps": max(correct.shifts, default=0.0),
     }
-    log.info("bias correction: %d layers on %d samples", len(new_q), len(samples))
-    return qdq.evolve(model=model, facts={"quantization": facts})
+    return facts
 
 
 def _layers(qdq: OnnxArtifact, float_model: onnx.ModelProto) -> list[_Layer]:
