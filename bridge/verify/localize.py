@@ -120,24 +120,10 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
         values, scales = _run(runtimes, feed)
         stats.add(unscaler.runtimes(values), scales, links, inputs.quant_tensors, unscaler)
     rows = stats.rows(tensors, links)
-    floors = {link.pair: _floor(inputs, link) for link in links}
-    labels = {k: LABELS[k] for k in ("torch", "ort", "qdq", "tflite") if k in runtimes}
-    if inputs.mode == "fp16" and "qdq" in labels:
-        labels["qdq"] = FP16_LABEL
     layers: dict[str, Any] = {
         "mode": inputs.mode,
-        "links": [
-            {
-                "pair": k.pair,
-                "ref": k.ref,
-                "cand": k.cand,
-                "kind": k.kind,
-                "floor": floors[k.pair],
-                "accumulates": k.accumulates,
-            }
-            for k in links
-        ],
-        "labels": labels,
+        "links": _link_rows(inputs, links),
+        "labels": _labels(inputs.mode, runtimes),
         "samples": len(feeds),
         "rows": rows,
     }
@@ -155,6 +141,29 @@ def localize(inputs: LayerInputs, feeds: Sequence[Mapping[str, np.ndarray]]) -> 
         layers["seconds"],
     )
     return layers
+
+
+def _link_rows(inputs: LayerInputs, links: Sequence[Link]) -> list[dict[str, Any]]:
+    """The report's "links": each compared runtime pair with its floor."""
+    return [
+        {
+            "pair": k.pair,
+            "ref": k.ref,
+            "cand": k.cand,
+            "kind": k.kind,
+            "floor": _floor(inputs, k),
+            "accumulates": k.accumulates,
+        }
+        for k in links
+    ]
+
+
+def _labels(mode: str, runtimes: Mapping[str, Any]) -> dict[str, str]:
+    """Display names of the runtimes that ran (fp16's "qdq" is its float16 model)."""
+    labels = {k: LABELS[k] for k in ("torch", "ort", "qdq", "tflite") if k in runtimes}
+    if mode == "fp16" and "qdq" in labels:
+        labels["qdq"] = FP16_LABEL
+    return labels
 
 
 def _run(
