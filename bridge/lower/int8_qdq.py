@@ -108,12 +108,7 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
             aliases[node.output[0]] = aliases[src]
         else:
             kept.append(node)
-    integer_outputs = [o.name for o in g.output if o.name in q_outputs]
-    if integer_outputs:
-        raise LoweringError(
-            f"graph outputs {integer_outputs} are integer tensors; the QDQ model must end in "
-            "DequantizeLinear (the lowering makes integer model outputs with io_dtype)"
-        )
+    _check_float_outputs(g, q_outputs)
     float_model = _rebuild(model, kept, aliases, folded)
     renames = _output_renames(g, aliases)
     activations = {renames.get(k, k): _normalise(v) for k, v in activations.items()}
@@ -122,6 +117,15 @@ def read_qdq(model: onnx.ModelProto) -> QdqModel:
         if src is not None and out.name not in activations:
             activations[out.name] = activations[renames.get(src, src)]
     return QdqModel(float_model, activations, constants, {v: k for k, v in renames.items()})
+
+
+def _check_float_outputs(g: onnx.GraphProto, q_outputs: set[str]) -> None:
+    integer_outputs = [o.name for o in g.output if o.name in q_outputs]
+    if integer_outputs:
+        raise LoweringError(
+            f"graph outputs {integer_outputs} are integer tensors; the QDQ model must end in "
+            "DequantizeLinear (the lowering makes integer model outputs with io_dtype)"
+        )
 
 
 def _constants(g: onnx.GraphProto) -> dict[str, np.ndarray]:
