@@ -80,6 +80,7 @@ def test_integer_io_needs_no_conversion_inside(io_dtype: str, shift: int) -> Non
     if io_dtype == "uint8":  # the kernels run int8: uint8 ⇄ int8 at both ends
         want_ops = ["QUANTIZE", *want_ops, "QUANTIZE"]
     assert op_types(g) == want_ops
+    assert rw.conversions == len(want_ops) - 2
     types = tensor_types(g)
     assert types["x"] == types["y"] == io_dtype
     assert int(g.tensor(g.inputs[0]).quantization.zeroPoint[0]) == X_Q.zero_point + shift
@@ -94,6 +95,7 @@ def test_integer_io_needs_no_conversion_inside(io_dtype: str, shift: int) -> Non
 def test_a_float_op_gets_a_dequantize_before_it() -> None:
     g, rw = _lowered("float32", quantize_y=False)
     assert op_types(g) == ["QUANTIZE", "FULLY_CONNECTED", "DEQUANTIZE", "LOGISTIC"]
+    assert rw.conversions == 2
     assert tensor_types(g)["y"] == "float32"
     (y,) = run(g, X)
     h = _qp(H_Q).fake_quantize(_qp(X_Q).fake_quantize(X) @ W.T)
