@@ -30,7 +30,7 @@ from bridge.quantize.config import IO_DTYPES, WEIGHT_ROUNDING, QuantConfig
 from bridge.quantize.observers import OBSERVERS
 from bridge.verify.gate import CHECK_BATCH, GateResult, run_gate, verification_feeds
 from bridge.verify.localize import localize_conversion
-from bridge.verify.report_files import write_reports
+from bridge.verify.report_files import commit_folder
 
 log = logging.getLogger(__name__)
 
@@ -371,26 +371,20 @@ def _write(out: Path, *, overwrite, report, built, gate, feeds):
     exported, optimised, qdq, lowered = built
     qdq = qdq if "qdq" in gate.runtimes else None
     reference = gate.results["torch"]
-    with outdir.staging(out) as tmp:
-        onnx.save(exported.model, tmp / FILES["onnx"])
-        onnx.save(optimised.model, tmp / FILES["opt"])
-        names = [FILES["onnx"], FILES["opt"]]
-        if qdq is not None:
-            onnx.save(qdq.model, tmp / FILES["qdq"])
-            names.append(FILES["qdq"])
+
+    def write(tmp: Path) -> list[str]:
+        models = [(FILES["onnx"], exported), (FILES["opt"], optimised), (FILES["qdq"], qdq)]
+        names = []
+        for name, artifact in models:
+            if artifact is not None:
+                onnx.save(artifact.model, tmp / name)
+                names.append(name)
         (tmp / FILES["tflite"]).write_bytes(lowered.data)
-        arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
-        arrays.update({f"torch/{k}": v for k, v in reference.items()})
-        np.savez(tmp / FILES["samples"], **arrays)
-        names += [FILES["tflite"], FILES["samples"], *write_reports(tmp, report)]
-        placed = outdir.commit(
-            tmp,
-            out,
-            names,
-            replaces=FILES.values(),
-            fingerprint=report["fingerprint"],
-            overwrite=overwrite,
-        )
+        return [*names, FILES["tflite"]]
+
+    arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+    arrays.update({f"torch/{k}": v for k, v in reference.items()})
+    placed = commit_folder(out, report, write=write, samples=arrays, overwrite=overwrite)
     return Conversion(
         tflite_path=placed[FILES["tflite"]],
         onnx_path=placed[FILES["opt"]],

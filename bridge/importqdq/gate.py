@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from bridge import outdir
 from bridge.api import VERSION, Conversion
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
@@ -24,7 +23,7 @@ from bridge.runtime.feeds import random_feeds
 from bridge.runtime.runners import LiteRTRunner, OrtRunner
 from bridge.verify import parity
 from bridge.verify.folder import output_scales
-from bridge.verify.report_files import write_reports
+from bridge.verify.report_files import commit_folder
 
 
 def feeds(
@@ -100,21 +99,15 @@ def write(
     overwrite: bool,
 ) -> Any:
     """Stage the folder's files beside `out` and swap it in (bridge.outdir)."""
-    with outdir.staging(out) as tmp:
+
+    def write(tmp: Path) -> list[str]:
         (tmp / FILES["qdq"]).write_bytes(data)
         (tmp / FILES["tflite"]).write_bytes(lowered.data)
-        arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
-        arrays.update({f"qdq/{k}": v for k, v in parity.concat(result["samples"]["qdq"]).items()})
-        np.savez(tmp / FILES["samples"], **arrays)
-        names = [FILES[k] for k in ("qdq", "tflite", "samples")] + write_reports(tmp, report)
-        placed = outdir.commit(
-            tmp,
-            out,
-            names,
-            replaces=FILES.values(),
-            fingerprint=report["fingerprint"],
-            overwrite=overwrite,
-        )
+        return [FILES["qdq"], FILES["tflite"]]
+
+    arrays = {f"input/{i}/{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+    arrays.update({f"qdq/{k}": v for k, v in parity.concat(result["samples"]["qdq"]).items()})
+    placed = commit_folder(out, report, write=write, samples=arrays, overwrite=overwrite)
     return Conversion(
         tflite_path=placed[FILES["tflite"]],
         onnx_path=placed[FILES["qdq"]],
