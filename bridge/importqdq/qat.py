@@ -1,8 +1,11 @@
-"""convert_qat(): a torch.ao FX QAT model (prepare_qat_fx, then training) → a verified integer
-.tflite that keeps the scales and zero points the model learned.
+"""convert_qat(): a torch.ao FX QAT model (prepare_qat_fx, then training) or a PT2E QAT model
+(torch.export, torchao's prepare_qat_pt2e, then training; recognised by its aten graph and
+torchao fake-quant modules) → a verified integer .tflite that keeps the scales and zero points
+the model learned.
 
 freeze (eval, observers off, Conv-BN folded, weights baked to their fake-quant values:
-`qat_freeze`) → check the QConfig against TFLite's integer kernels (`qat_rules`) → export to
+`qat_freeze`, or `pt2e` through torchao's convert_pt2e with the fake-quant modules' own qparams)
+→ check the config against TFLite's integer kernels (`qat_rules`, `pt2e_rules`) → export to
 QDQ ONNX and fold the constant-computed Q/DQ parameters (torch exports per-channel zero points
 through Cast nodes) → the QDQ import path: kernel rules, lowering, every scale proven kept,
 QDQ ORT ⇄ LiteRT in output steps → and the .tflite against the fake-quant torch model itself,
@@ -20,6 +23,9 @@ TFLite's RESHAPE cannot requantize: use `torch.flatten(x, 1)` (it shares its inp
 Measured (Fashion-MNIST FashionCNN, 2000 test images, 300 QAT steps from the float weights):
 float 89.20 %, PTQ int8 89.30 %, QAT fake-quant torch 89.25 %, QAT int8 .tflite 89.25 % (fake-quant
 ⇄ LiteRT p99 1 output step).
+PT2E: torch 2.13 ships no PT2E quantization (torch.ao.quantization.quantize_pt2e is gone); it
+lives in torchao (0.18.0 measured): `XNNPACKQuantizer` with
+`get_symmetric_quantization_config(is_per_channel=True, is_qat=True)` converts exactly.
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ import numpy as np
 import onnx
 
 from bridge import outdir
-from bridge.errors import ExportError, QdqRuleError
-from bridge.importqdq import convert, qat_freeze, qat_rules, read
+from bridge.errors import ConfigError, ExportError, QdqRuleError
+from bridge.importqdq import convert, pt2e, qat_freeze, qat_rules, read
 from bridge.passes.fold_constants import fold_constants
 from bridge.verify import parity
 from bridge.verify.folder import output_scales
@@ -78,34 +84,59 @@ def convert_qat(
     output_names: Sequence[str] | None = None,
     **options: Any,
 ) -> Any:
-    """Convert a trained torch.ao FX QAT model to a verified .tflite with its learned scales.
+    """Convert a trained FX or PT2E QAT model to a verified .tflite with its learned scales.
 
     Args:
-        model: the GraphModule from prepare_qat_fx (trained); it is not modified.
+        model: the GraphModule from prepare_qat_fx or torchao's prepare_qat_pt2e (trained);
+            it is not modified.
         example_inputs: a tuple of example tensors (shapes of the exported model).
         output_dir: written only once every check has passed (as convert_qdq writes it).
         input_names, output_names: the .tflite's I/O names (default input_0.., output_0..).
         **options: see ImportOptions (calibration: verify on its first samples).
 
     Raises:
-        QdqRuleError: the QConfig breaks a TFLite kernel rule (names the module and rule).
+        ConfigError: `model` has no fake-quant module (not a QAT model).
+        QdqRuleError: the QConfig breaks a TFLite kernel rule (names the module or node, and
+            the rule).
         ParityError: LiteRT disagrees with QDQ ORT or with the fake-quant torch model.
     """
     opts = convert._options(options)
     out = Path(output_dir)
-    frozen = qat_freeze.freeze(model)
-    qat_rules.check(frozen)
+    frozen, reference, kind = _freeze(model)
     inputs = tuple(example_inputs)
     names_in = list(input_names or [f"input_{i}" for i in range(len(inputs))])
     qdq = export(frozen, inputs, names_in, output_names)
     data = qdq.SerializeToString()
     outdir.check_target(out, fingerprint=convert.fingerprint(data), overwrite=opts.overwrite)
     try:
-        built = convert.build(qdq, data, f"torch QAT model {type(model).__name__}", opts)
+        built = convert.build(qdq, data, f"torch {kind} QAT model {type(model).__name__}", opts)
     except QdqRuleError as e:
         raise _qat_advice(e) from e
-    judge_fake_quant(built, qat_freeze.reference(model))
+    judge_fake_quant(built, reference)
     return convert.finish(out, built, opts)
+
+
+def _freeze(model: Any) -> tuple[Any, Any, str]:
+    """(exportable frozen copy, fake-quant reference, "FX" or "PT2E") of a trained QAT model."""
+    if pt2e.is_pt2e(model):
+        return pt2e.freeze(model), pt2e.reference(model), "PT2E"
+    _require_fake_quant(model)
+    frozen = qat_freeze.freeze(model)
+    qat_rules.check(frozen)
+    return frozen, qat_freeze.reference(model), "FX"
+
+
+def _require_fake_quant(model: Any) -> None:
+    """Raise ConfigError unless `model` holds a torch.ao fake-quant module (an FX QAT model)."""
+    from torch.ao.quantization import FakeQuantizeBase
+
+    modules = model.modules() if hasattr(model, "modules") else ()
+    if not any(isinstance(m, FakeQuantizeBase) for m in modules):
+        raise ConfigError(
+            f"{type(model).__name__} is not a QAT model (it has no fake-quant module): prepare "
+            "it with prepare_qat_fx(model, bridge.qat_qconfig_mapping(), example_inputs) or "
+            "torchao's prepare_qat_pt2e, train it, then convert it"
+        )
 
 
 def _qat_advice(e: QdqRuleError) -> QdqRuleError:
