@@ -106,6 +106,12 @@ def _add_convert(sub: Any) -> None:
         help=f"convert in each mode ({','.join(MODES)}) into OUTPUT/<mode>/ and "
         "compare them in OUTPUT/report.html and report.md",
     )
+    mode.add_argument(
+        "--qat",
+        action="store_true",
+        help="FACTORY returns a trained QAT model (prepare_qat_fx or prepare_qat_pt2e): "
+        "int8 with its learned scales, verified against the fake-quant model",
+    )
     _add_quantize_options(c)
     _add_export_options(c)
     c.set_defaults(func=_convert)
@@ -179,6 +185,8 @@ def _add_inspect(sub: Any) -> None:
 def _convert(args: argparse.Namespace) -> int:
     if args.factory.endswith(".onnx"):
         return _convert_qdq(args)
+    if args.qat:
+        return _convert_qat(args)
     model, inputs, names = _load_factory(args.factory, args.input)
     options: dict[str, Any] = {
         "nhwc_inputs": args.nhwc,
@@ -222,6 +230,25 @@ def _convert_qdq(args: argparse.Namespace) -> int:
         args.factory,
         args.output,
         calibration=args.calibration,
+        nhwc_inputs=args.nhwc,
+        overwrite=args.overwrite,
+    )
+    print(table(PARITY_HEADER, parity_rows(result.report)))
+    print(summary_line(result.report))
+    print(f"wrote {result.tflite_path}")
+    return EXIT_OK
+
+
+def _convert_qat(args: argparse.Namespace) -> int:
+    """`bridge convert MODULE:FACTORY --qat -o OUT`: a trained QAT model, its scales kept."""
+    model, inputs, names = _load_factory(args.factory, args.input)
+    result = bridge.convert_qat(
+        model,
+        inputs,
+        args.output,
+        input_names=names or None,
+        output_names=args.output_name or None,
+        calibration=_calibration(args.calibration, inputs),
         nhwc_inputs=args.nhwc,
         overwrite=args.overwrite,
     )
