@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/eval_accuracy.py                       # every model, every mode
     .venv/bin/python tools/eval_accuracy.py --models fashion_mnist --modes fp32 int8
+    .venv/bin/python tools/eval_accuracy.py --models fashion_mnist --modes fp32 int8 qat_fx qat_pt2e
 
 Prints a table (model, mode, torch, ORT, TFLite, drop in points, .tflite size) and writes
 tools/results/accuracy.json: the rows measured now replace the rows of the same model and mode
@@ -11,6 +12,10 @@ calibration split (`Dataset.calibration`, disjoint from the evaluation samples; 
 holds out its first 3 samples for verification).
 Metric: top-1 % (EfficientNet: on labelled photo crops; "agree" is the % of samples whose top-1
 equals torch's); for MiniLM the linear-probe top-1 % and the embedding cosine to torch fp32.
+QAT rows (`qat_fx`, `qat_pt2e`, Fashion-MNIST only; recipe in tools/_qat_eval.py): the float
+model fine-tuned with quantization-aware training and converted by bridge.convert_qat; `torch` is
+the float model, and the row adds the fake-quant torch model's score and its top-1 agreement
+with the .tflite (`fakequant`, `fakequant_agree`). PT2E needs torchao.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools._qat_eval import QAT_MODES, qat_row  # noqa: E402
+
 if TYPE_CHECKING:
     from models.real.evaluate import Row
 
 log = logging.getLogger("eval_accuracy")
 
-MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8")
+MODES = ("fp32", "fp16", "dynamic", "int8", "int16x8", *QAT_MODES)
+QAT_MODELS = ("fashion_mnist",)
 MODELS = ("digits_mnist", "digits_opencv", "fashion_mnist", "efficientnet_lite0", "minilm")
 # Evaluation samples per model by default: batch-1 loops stay within minutes on 2 cores.
 LIMITS = {"efficientnet_lite0": 90, "minilm": 400}
@@ -52,9 +60,15 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work) if args.work else cache_dir() / "accuracy"
     for name in args.models:
         for mode in args.modes:
-            row = _evaluate(name, mode, work, limit=args.limit or LIMITS.get(name))
-            rows.append(row.to_dict())
-            print(_line(row.to_dict()), flush=True)
+            if mode in QAT_MODES and name not in QAT_MODELS:
+                continue
+            limit = args.limit or LIMITS.get(name)
+            if mode in QAT_MODES:
+                row = qat_row(mode, work / name / mode, limit=limit)
+            else:
+                row = _evaluate(name, mode, work, limit=limit).to_dict()
+            rows.append(row)
+            print(_line(row), flush=True)
     kept = [] if args.fresh else previous_rows(args.out)
     rows = merge_rows(kept, rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +139,9 @@ def _extra(row: dict[str, Any]) -> str:
         return "-"
     if t["cos_mean"] is not None:
         return f"cos {t['cos_mean']:.4f} (min {t['cos_min']:.3f})"
+    if "fakequant" in row:
+        fq = row["fakequant"]["metric"]
+        return f"agree {t['agree']:.2f}; fake-quant {fq:.2f}, agree {row['fakequant_agree']:.2f}"
     return f"agree {t['agree']:.2f}"
 
 
@@ -153,11 +170,14 @@ def render_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _environment() -> dict[str, str]:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     env = {"python": platform.python_version(), "machine": platform.machine()}
-    for pkg in ("torch", "onnx", "onnxruntime", "ai-edge-litert", "onnx2tf", "numpy"):
-        env[pkg] = version(pkg)
+    for pkg in ("torch", "onnx", "onnxruntime", "ai-edge-litert", "onnx2tf", "numpy", "torchao"):
+        try:
+            env[pkg] = version(pkg)
+        except PackageNotFoundError:
+            env[pkg] = "not installed"
     env["time"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     return env
 
