@@ -79,11 +79,18 @@ def _bias(sg: Any, op: Any, kind: str, name: str) -> list[str]:
     b = sg.tensors[int(op.inputs[index])]
     if b.type not in (2, 4):
         return [f"{kind} {name}: bias is type {b.type}, not int32/int64"]
+    if not (_has_scale(x) and _has_scale(w)):
+        return [f"{kind} {name}: input or weights carry no scale, so the bias scale is unchecked"]
     want = np.float64(x.quantization.scale[0]) * np.asarray(w.quantization.scale, np.float64)
-    got = np.asarray(b.quantization.scale, np.float64)
+    got = np.asarray(b.quantization.scale if _has_scale(b) else [], np.float64)
     if got.shape != want.shape or not np.allclose(got, want, rtol=SCALE_RTOL, atol=0):
         return [f"{kind} {name}: bias scale is not s_in·s_w"]
     return []
+
+
+def _has_scale(t: Any) -> bool:
+    q = t.quantization
+    return q is not None and q.scale is not None and len(q.scale) > 0
 
 
 def _float_buffers(model: Any, allowed: set[int]) -> list[str]:

@@ -13,7 +13,11 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    """A GitHub Markdown table."""
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+    """A GitHub Markdown table (a pipe inside a cell is escaped, so it stays one cell)."""
+    out = ["| " + " | ".join(map(_cell, header)) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(map(_cell, r)) + " |" for r in rows]
     return "\n".join(out)
+
+
+def _cell(x: object) -> str:
+    return str(x).replace("|", r"\|")
