@@ -21,7 +21,7 @@ from typing import Any
 import onnx
 
 from bridge.contract import CHANNEL_LAST, IOContract
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.lower.layout import channel_first_perm
 from bridge.lower.transposes import Moved
 from bridge.runtime import tflite_io
@@ -59,7 +59,7 @@ def locate(
         if rec.get("onnx_op_type") == "Constant" or onnx_name not in shapes:
             continue
         tensor = tensors[name]
-        shape = graph_edit.shape_of(tensor)
+        shape = tflite_graph.shape_of(tensor)
         cl = bool(rec.get("assume_channel_last_layout")) and len(shape) >= 3
         perm = tuple(channel_first_perm(len(shape))) if cl else tuple(range(len(shape)))
         if _same_shape([shape[p] for p in perm], shapes[onnx_name]):

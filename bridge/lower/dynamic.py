@@ -34,10 +34,10 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.lower import int8_kernels
 from bridge.lower.floating import lower_float
 from bridge.lower.int8_constants import TYPE_CODES, ConstantWriter
-from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.int8_weight_only import DEQUANTIZE_PER_CHANNEL_VERSION
 from bridge.lower.modes import MODES
+from bridge.lower.tflite_graph import Graph, quantization
 from bridge.quantize.weights import quantize_weight
 from bridge.runtime import tflite_io
 

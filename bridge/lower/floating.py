@@ -25,13 +25,13 @@ from bridge.lower import (
     correspondence,
     fold_bias,
     fused_outputs,
-    graph_edit,
     io_contract,
     layout,
     lstm_directions,
     output_order,
     recurrent,
     recurrent_outputs,
+    tflite_graph,
     transposes,
     unsupported,
 )
@@ -169,7 +169,7 @@ def _finish_io(
             model, _channel_first(contract.inputs), _channel_first(contract.outputs)
         )
     _, moved = transposes.cancel_transposes(model)
-    graph_edit.drop_metadata(model, "reduced_precision_support")
+    tflite_graph.drop_metadata(model, "reduced_precision_support")
     io_contract.write_signature(model, target)
     io_contract.check_io(model, target)
     return target, moved

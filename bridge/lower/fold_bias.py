@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 TRANSPOSE_CONV_BIAS_VERSION = 3
@@ -26,20 +26,20 @@ def fold_transpose_conv_bias(model: Any) -> int:
         pair = _next_pair(model)
         if pair is None:
             if folded:
-                graph_edit.prune_tensors(model)
+                tflite_graph.prune_tensors(model)
             return folded
         conv_i, add_i, bias = pair
         conv, add = sg.operators[conv_i], sg.operators[add_i]
         conv.inputs = np.asarray([*(int(t) for t in conv.inputs[:3]), bias], dtype=np.int32)
         conv.outputs[0] = add.outputs[0]
-        graph_edit.opcode_index(model, "TRANSPOSE_CONV", version=TRANSPOSE_CONV_BIAS_VERSION)
-        graph_edit.remove_ops(sg, {add_i})
+        tflite_graph.opcode_index(model, "TRANSPOSE_CONV", version=TRANSPOSE_CONV_BIAS_VERSION)
+        tflite_graph.remove_ops(sg, {add_i})
         folded += 1
 
 
 def _next_pair(model: Any) -> tuple[int, int, int] | None:
     sg = model.subgraphs[0]
-    readers = graph_edit.consumers(sg)
+    readers = tflite_graph.consumers(sg)
     graph_out = {int(t) for t in sg.outputs}
     for i, op in enumerate(sg.operators):
         if tflite_io.op_name(model, op) != "TRANSPOSE_CONV":
@@ -61,7 +61,7 @@ def _next_pair(model: Any) -> tuple[int, int, int] | None:
         if bias is None or bias.size != channels or bias.dtype.kind != "f":
             continue
         if list(sg.tensors[other[0]].shape) != [channels]:
-            flat = graph_edit.add_tensor(
+            flat = tflite_graph.add_tensor(
                 model,
                 f"{tflite_io.tensor_name(sg.tensors[out])}_bias",
                 [channels],

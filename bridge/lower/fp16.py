@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from bridge.artifact import OnnxArtifact, TfliteArtifact
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.lower.floating import lower_float, op_facts, reject_qdq
 from bridge.lower.modes import MODES
 from bridge.runtime import tflite_io
@@ -72,7 +72,7 @@ def to_float16(data: bytes, *, min_elements: int = MIN_ELEMENTS) -> tuple[bytes,
     """Rewrite a float32 .tflite to float16 weights + DEQUANTIZE ops; return it and stats."""
     model = tflite_io.load(data)
     sg = model.subgraphs[0]
-    readers = graph_edit.consumers(sg)
+    readers = tflite_graph.consumers(sg)
     boundary = {int(t) for t in sg.inputs} | {int(t) for t in sg.outputs}
     float32 = tflite_io.DTYPE_CODES[np.dtype(np.float32)]
     stats = Float16Stats()
@@ -88,16 +88,16 @@ def to_float16(data: bytes, *, min_elements: int = MIN_ELEMENTS) -> tuple[bytes,
         if not np.all(np.abs(value) <= FP16_MAX):
             stats.kept_float32.append(name)
             continue
-        half = graph_edit.add_tensor(
+        half = tflite_graph.add_tensor(
             model,
             f"{name}_fp16",
             [int(d) for d in tensor.shape],
             np.dtype(np.float16),
             data=value.astype(np.float16),
         )
-        tensor.buffer = graph_edit.empty_buffer(model)
+        tensor.buffer = tflite_graph.empty_buffer(model)
         dequantize_ops.append(
-            graph_edit.make_op(model, "DEQUANTIZE", [half], [idx], version=DEQUANTIZE_VERSION)
+            tflite_graph.make_op(model, "DEQUANTIZE", [half], [idx], version=DEQUANTIZE_VERSION)
         )
         stats.weights += 1
         stats.float16_bytes += value.size * 2

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 #: TFLite ActivationFunctionType → the standalone builtin op that computes it.
@@ -45,7 +45,7 @@ def restore_fused_outputs(model: Any, records: Sequence[Mapping[str, Any]]) -> l
     by_name = {r.get("onnx_output_name"): r for r in records}
     index_of = {tflite_io.tensor_name(t): i for i, t in enumerate(sg.tensors)}
     for out in [int(t) for t in sg.outputs]:
-        producers = graph_edit.producers(sg)
+        producers = tflite_graph.producers(sg)
         if out in producers or out in {int(t) for t in sg.inputs}:
             continue
         if tflite_io.holds_data(model, sg.tensors[out]):
@@ -67,7 +67,7 @@ def restore_fused_outputs(model: Any, records: Sequence[Mapping[str, Any]]) -> l
         else:
             op.builtinOptions.fusedActivationFunction = 0
             op.outputs[0] = out
-            act = graph_edit.make_op(model, ACTIVATION_OPS[fused], [out], [fused_tensor])
+            act = tflite_graph.make_op(model, ACTIVATION_OPS[fused], [out], [fused_tensor])
             sg.operators.insert(index + 1, act)
         restored.append(name)
     return restored
@@ -84,11 +84,11 @@ def _copy_op(model: Any, src: int, dst: int, name: str) -> Any:
             f"{list(sg.tensors[src].shape)}; this is a lowering bug, please report it with "
             "the model"
         )
-    target = graph_edit.add_tensor(
+    target = tflite_graph.add_tensor(
         model, f"{name}_shape", [len(shape)], np.dtype(np.int32), data=np.array(shape)
     )
     opts = tflite_io.schema().ReshapeOptionsT()
     opts.newShape = shape
-    return graph_edit.make_op(
+    return tflite_graph.make_op(
         model, "RESHAPE", [src, target], [dst], options=("ReshapeOptions", opts)
     )

@@ -24,8 +24,8 @@ import numpy as np
 
 from bridge.errors import LoweringError
 from bridge.lower import int8_kernels
-from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.tflite_graph import Graph
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from onnx import numpy_helper
 from bridge.errors import LoweringError
 from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import ActQ, Plan
-from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_match import match_channels, match_channels_scaled, match_constant
 from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.tflite_graph import Graph, quantization
 from bridge.qparams import QParams
 from bridge.quantize.weights import BIAS_DTYPES
 

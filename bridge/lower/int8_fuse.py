@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.lower.int8_graph import Graph
+from bridge.lower.tflite_graph import Graph
 
 #: TFLite ActivationFunctionType per activation operator that can be fused.
 _FUSED_CODES = {"RELU": 1, "RELU_N1_TO_1": 2, "RELU6": 3}

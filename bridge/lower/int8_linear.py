@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.tflite_graph import Graph
 
 #: TFLite's FULLY_CONNECTED version for keep_num_dims (tensorflow/lite/tools/versioning).
 FC_KEEP_DIMS_VERSION = 5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.lower import int8_kernels
-from bridge.lower.int8_graph import Graph
+from bridge.lower.tflite_graph import Graph
 
 
 def plain_pads(graph: Graph, integer_ops: set[int]) -> int:

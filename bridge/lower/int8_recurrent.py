@@ -29,7 +29,7 @@ def float_interior(graph: Any, qdq_model: onnx.ModelProto) -> set[int]:
     boundary tensor was renamed) contributes nothing.
 
     Args:
-        graph: the `int8_graph.Graph` of the float TFLite lowered from the QDQ model's float graph.
+        graph: the `tflite_graph.Graph` of the float TFLite lowered from the QDQ float graph.
         qdq_model: the QDQ model.
     """
     by_name = {graph.name(i): i for i in range(len(graph.sg.tensors))}

@@ -17,9 +17,9 @@ import numpy as np
 from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import ActQ, Plan
 from bridge.lower.int8_constants import TYPE_CODES, ConstantWriter
-from bridge.lower.int8_graph import Graph, quantization
 from bridge.lower.int8_linear import FC_KEEP_DIMS_VERSION
 from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.tflite_graph import Graph, quantization
 from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 from bridge.lower import int8_kernels
 from bridge.lower.int8_assign import Plan
 from bridge.lower.int8_constants import ConstantWriter
-from bridge.lower.int8_graph import Graph
+from bridge.lower.tflite_graph import Graph
 
 log = logging.getLogger(__name__)
 

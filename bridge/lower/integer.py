@@ -34,9 +34,9 @@ from bridge.lower import (
 )
 from bridge.lower.floating import lower_float
 from bridge.lower.int8_constants import ConstantWriter
-from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_qdq import QdqModel, read_qdq
 from bridge.lower.modes import MODES
+from bridge.lower.tflite_graph import Graph
 from bridge.modes import integer_mode
 from bridge.runtime import sandbox, tflite_io
 

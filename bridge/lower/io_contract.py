@@ -17,7 +17,7 @@ import onnx
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 #: (contract dtype, .tflite dtype) pairs that are accepted: the runners cast at the boundary.
@@ -46,7 +46,7 @@ def pin_static_outputs(model: Any, contract: IOContract) -> list[str]:
     pinned = []
     for t, spec in zip(sg.outputs, contract.outputs, strict=False):
         tensor = sg.tensors[int(t)]
-        shape = graph_edit.shape_of(tensor)
+        shape = tflite_graph.shape_of(tensor)
         if len(shape) != spec.rank or not any(
             got == -1 and want is not None for want, got in zip(spec.shape, shape, strict=True)
         ):
@@ -69,7 +69,7 @@ def _match(sg: Any, current: list[int], specs: Sequence[TensorSpec], kind: str) 
     wanted = {s.name for s in specs}
     spare = [t for n, t in by_name.items() if n not in wanted]
     for spec in (s for s in specs if s.name not in by_name):
-        fits = [t for t in spare if _shape_fits(spec, graph_edit.shape_of(sg.tensors[t]))]
+        fits = [t for t in spare if _shape_fits(spec, tflite_graph.shape_of(sg.tensors[t]))]
         if len(fits) != 1:
             raise LoweringError(
                 f"the .tflite has no {kind} named {spec.name!r} and no unique unnamed "
@@ -110,7 +110,7 @@ def io_problems(model: Any, contract: IOContract) -> list[str]:
             continue
         for pos, (t, spec) in enumerate(zip(indices, specs, strict=True)):
             tensor = sg.tensors[t]
-            name, shape = tflite_io.tensor_name(tensor), graph_edit.shape_of(tensor)
+            name, shape = tflite_io.tensor_name(tensor), tflite_graph.shape_of(tensor)
             got = tflite_io.TENSOR_DTYPES.get(tensor.type, tensor.type)
             if name != spec.name:
                 problems.append(f"{kind} {pos} is {name!r}, contract says {spec.name!r}")
@@ -140,9 +140,8 @@ def check_io(model: Any, contract: IOContract, *, source: onnx.ModelProto | None
 def _advice(model: Any, contract: IOContract, source: onnx.ModelProto | None) -> str:
     """What the user can do about the first output whose shape differs from the contract."""
     sg = model.subgraphs[0]
-    shapes = {
-        tflite_io.tensor_name(sg.tensors[t]): graph_edit.shape_of(sg.tensors[t]) for t in sg.outputs
-    }
+    tensors = [sg.tensors[t] for t in sg.outputs]
+    shapes = {tflite_io.tensor_name(t): tflite_graph.shape_of(t) for t in tensors}
     bad = [s for s in contract.outputs if s.name in shapes and not _shape_fits(s, shapes[s.name])]
     producer = None
     if bad and source is not None:

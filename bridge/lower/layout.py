@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 #: The highest rank TFLite's TRANSPOSE takes.
@@ -53,7 +53,7 @@ def to_channel_last_io(model: Any, inputs: Iterable[str], outputs: Iterable[str]
         rank = _rank(sg, idx)
         inner = _rename_inner(sg, idx)
         outer = _permuted_copy(model, idx, name, channel_last_perm(rank))
-        new_ops.append(graph_edit.transpose_op(model, outer, inner, channel_first_perm(rank)))
+        new_ops.append(tflite_graph.transpose_op(model, outer, inner, channel_first_perm(rank)))
         sg.inputs = np.asarray([outer if t == inner else t for t in sg.inputs], dtype=np.int32)
     sg.operators = new_ops + list(sg.operators)
 
@@ -63,7 +63,7 @@ def to_channel_last_io(model: Any, inputs: Iterable[str], outputs: Iterable[str]
         perm = channel_last_perm(_rank(sg, idx))
         inner = _rename_inner(sg, idx)
         outer = _permuted_copy(model, idx, name, perm)
-        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+        sg.operators.append(tflite_graph.transpose_op(model, inner, outer, perm))
         sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
     _retarget_signatures(model)
 
@@ -92,7 +92,7 @@ def restore_channel_first_outputs(model: Any, contract: Any) -> list[str]:
         perm = channel_first_perm(spec.rank)
         inner = _rename_inner(sg, idx)
         outer = _permuted_copy(model, idx, spec.name, perm)
-        sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+        sg.operators.append(tflite_graph.transpose_op(model, inner, outer, perm))
         sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
         fixed.append(spec.name)
     _retarget_signatures(model)
@@ -132,7 +132,7 @@ def transpose_output(model: Any, idx: int, name: str, perm: list[int]) -> None:
     sg = model.subgraphs[0]
     inner = _rename_inner(sg, idx, "__onnx2tf_layout")
     outer = _permuted_copy(model, idx, name, perm)
-    sg.operators.append(graph_edit.transpose_op(model, inner, outer, perm))
+    sg.operators.append(tflite_graph.transpose_op(model, inner, outer, perm))
     sg.outputs = np.asarray([outer if t == inner else t for t in sg.outputs], dtype=np.int32)
     _retarget_signatures(model)
 
@@ -184,8 +184,8 @@ def _rename_inner(sg: Any, idx: int, suffix: str = "__channel_first") -> int:
 def _permuted_copy(model: Any, idx: int, name: str, perm: list[int]) -> int:
     """A new activation tensor `name` shaped like tensor `idx` permuted by `perm`."""
     t = model.subgraphs[0].tensors[idx]
-    sig = graph_edit.shape_of(t)
-    return graph_edit.add_tensor(
+    sig = tflite_graph.shape_of(t)
+    return tflite_graph.add_tensor(
         model,
         name,
         [int(t.shape[p]) for p in perm],

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def cancel_transposes(model: Any, moved: Moved | None = None) -> tuple[int, Move
             break
         removed += step
     if removed:
-        graph_edit.prune_tensors(model)
+        tflite_graph.prune_tensors(model)
         log.debug("cancelled %d TRANSPOSE ops", removed)
     return removed, moved
 
@@ -96,7 +96,7 @@ def inverse(p: list[int] | tuple[int, ...]) -> list[int]:
 def _perm(model: Any, op: Any) -> list[int] | None:
     if len(op.inputs) < 2:
         return None
-    value = graph_edit.const_array(model, int(op.inputs[1]))
+    value = tflite_graph.const_array(model, int(op.inputs[1]))
     return None if value is None else [int(v) for v in value.ravel()]
 
 
@@ -112,8 +112,8 @@ class _View:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.sg = model.subgraphs[0]
-        self.readers = graph_edit.consumers(self.sg)
-        self.writer = graph_edit.producers(self.sg)
+        self.readers = tflite_graph.consumers(self.sg)
+        self.writer = tflite_graph.producers(self.sg)
         self.outputs = {int(t) for t in self.sg.outputs}
         self.inputs = {int(t) for t in self.sg.inputs}
         self.names = [tflite_io.op_name(model, op) for op in self.sg.operators]
@@ -155,17 +155,17 @@ def _cancel(v: _View, i1: int, i2: int, moved: Moved) -> int:
             return 0
         px = sg.operators[i_x]
         px.outputs = np.asarray([b if t == x else t for t in px.outputs], dtype=np.int32)
-        graph_edit.replace_input(sg, x, b, op_indices=v.readers[x])
+        tflite_graph.replace_input(sg, x, b, op_indices=v.readers[x])
         moved.add(sg.tensors[x], sg.tensors[b], range(len(sg.tensors[b].shape)))
         x = b
     else:
-        graph_edit.replace_input(sg, b, x, op_indices=v.readers[b])
+        tflite_graph.replace_input(sg, b, x, op_indices=v.readers[b])
         moved.add(sg.tensors[b], sg.tensors[x], range(len(sg.tensors[x].shape)))
     drop = {i2}
     if len(v.readers[a]) == 1 and a not in v.outputs:
         drop.add(i1)
         moved.add(sg.tensors[a], sg.tensors[x], v.perms[i1] or [])
-    graph_edit.remove_ops(sg, drop)
+    tflite_graph.remove_ops(sg, drop)
     return len(drop)
 
 
@@ -183,12 +183,12 @@ def _sink(v: _View, i1: int, p1: list[int], moved: Moved) -> bool:
     if _per_channel(sg, a, u):
         return False
     src, dst = sg.tensors[x], sg.tensors[u]
-    u_new = graph_edit.add_tensor(
+    u_new = tflite_graph.add_tensor(
         v.model,
         f"{tflite_io.tensor_name(dst)}__pre_transpose",
         [int(d) for d in src.shape],
         tflite_io.TENSOR_DTYPES[dst.type],
-        shape_signature=graph_edit.shape_of(src),
+        shape_signature=tflite_graph.shape_of(src),
     )
     sg.tensors[u_new].quantization = dst.quantization
     u_op.inputs = np.asarray([x, *u_op.inputs[1:]], dtype=np.int32)
@@ -216,7 +216,7 @@ def _fold_into_reduction(v: _View, i1: int, p1: list[int], moved: Moved) -> int 
             continue
         if op.builtinOptions is None or op.builtinOptions.keepDims:
             continue
-        axes = graph_edit.const_array(v.model, int(op.inputs[1]))
+        axes = tflite_graph.const_array(v.model, int(op.inputs[1]))
         if axes is None or _per_channel(sg, a):
             continue
         reduced = {int(ax) % rank for ax in axes.ravel()}
@@ -225,7 +225,7 @@ def _fold_into_reduction(v: _View, i1: int, p1: list[int], moved: Moved) -> int 
             continue
         new_axes = sorted(p1[i] for i in reduced)
         axes_name = f"{tflite_io.tensor_name(sg.tensors[int(op.outputs[0])])}_axes"
-        axes_idx = graph_edit.add_tensor(
+        axes_idx = tflite_graph.add_tensor(
             v.model, axes_name, [len(new_axes)], np.dtype(np.int32), data=np.array(new_axes)
         )
         op.inputs = np.asarray([x, axes_idx, *op.inputs[2:]], dtype=np.int32)
@@ -234,7 +234,7 @@ def _fold_into_reduction(v: _View, i1: int, p1: list[int], moved: Moved) -> int 
         return None
     if len(v.readers[a]) == rewired and a not in v.outputs:
         moved.add(sg.tensors[a], sg.tensors[x], p1)
-        graph_edit.remove_ops(sg, {i1})
+        tflite_graph.remove_ops(sg, {i1})
         return 1
     return 0
 

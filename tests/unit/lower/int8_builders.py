@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.lower.int8_graph import Graph
+from bridge.lower.tflite_graph import Graph
 from bridge.runtime import tflite_io
 from tests.unit.lower.tflite_models import empty_model
 

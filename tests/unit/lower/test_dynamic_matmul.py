@@ -15,8 +15,8 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract, TensorSpec
 from bridge.lower import int8_kernels, lower
 from bridge.lower.dynamic import MIN_TABLE_ELEMENTS, constant_matmuls_to_fc, int8_tables
-from bridge.lower.int8_graph import Graph
 from bridge.lower.int8_weight_only import DEQUANTIZE_PER_CHANNEL_VERSION
+from bridge.lower.tflite_graph import Graph
 from bridge.quantize import QuantConfig, quantize
 from bridge.runtime import tflite_io
 from bridge.runtime.metrics import sqnr_db

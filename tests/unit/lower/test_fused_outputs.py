@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 import bridge
-from bridge.lower import graph_edit
+from bridge.lower import tflite_graph
 from bridge.runtime import tflite_io
 
 
@@ -33,7 +33,7 @@ def test_output_feeding_relu_keeps_its_producer(tmp_path: Path) -> None:
     )
     model = tflite_io.load(result.tflite_path.read_bytes())
     sg = model.subgraphs[0]
-    producers = graph_edit.producers(sg)
+    producers = tflite_graph.producers(sg)
     assert all(int(t) in producers for t in sg.outputs)
     assert tflite_io.op_histogram(result.tflite_path.read_bytes())["RELU"] == 1
     pre = result.report["parity"]["torch_vs_tflite"]["pre"]
@@ -60,7 +60,7 @@ def test_output_of_fused_activation_is_copied_not_unfused(tmp_path: Path) -> Non
     result = bridge.convert(model, (x,), tmp_path, output_names=["t", "act"])
     tfl = tflite_io.load(result.tflite_path.read_bytes())
     sg = tfl.subgraphs[0]
-    assert all(int(t) in graph_edit.producers(sg) for t in sg.outputs)
+    assert all(int(t) in tflite_graph.producers(sg) for t in sg.outputs)
     ops = tflite_io.op_histogram(result.tflite_path.read_bytes())
     assert "RELU6" not in ops, ops  # the activation stays fused: one copy, no second RELU6
     for name in ("t", "act"):

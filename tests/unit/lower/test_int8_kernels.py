@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.lower.int8_graph import quantization
 from bridge.lower.int8_kernels import FLOAT_ONLY, KERNELS, float_reason, kernel
+from bridge.lower.tflite_graph import quantization
 from bridge.qparams import QParams
 from bridge.quantize.rules import SIGMOID_QPARAMS, TANH_QPARAMS
 from bridge.runtime.tolerances import INT8_MAX_LSB_P99

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from bridge.lower import int8_kernels
-from bridge.lower.int8_graph import quantization
 from bridge.lower.int8_pad import plain_pads
+from bridge.lower.tflite_graph import quantization
 from tests.unit.lower.int8_builders import I8, I32, add_op, new_graph, op_types, run
 
 ZERO = -128

@@ -528,7 +528,7 @@ def _set_qparams(model: onnx.ModelProto, tensor: str, scale: float, zero: int) -
 
 def test_transpose_before_a_global_mean_is_folded(float_net: OnnxArtifact) -> None:
     from bridge.lower import int8_fuse, lower_float
-    from bridge.lower.int8_graph import Graph
+    from bridge.lower.tflite_graph import Graph
 
     fp = lower_float(float_net)
     model = tflite_io.load(fp.data)

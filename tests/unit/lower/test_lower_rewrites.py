@@ -10,7 +10,7 @@ import pytest
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, io_contract, layout, transposes
+from bridge.lower import io_contract, layout, tflite_graph, transposes
 from bridge.runtime import tflite_io
 from tests.unit.lower.tflite_models import empty_model
 
@@ -23,15 +23,15 @@ MEAN_ATOL = 1e-6
 def _relu_sandwich(p1: list[int], p2: list[int]) -> tuple[Any, dict[str, int]]:
     """x [1,4,4,3] ─T(p1)→ a ─RELU→ u ─T(p2)→ b (output)."""
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
+    x = tflite_graph.add_tensor(m, "x", [1, 4, 4, 3], F32)
     a_shape = [[1, 4, 4, 3][p] for p in p1]
-    a = graph_edit.add_tensor(m, "a", a_shape, F32)
-    u = graph_edit.add_tensor(m, "u", a_shape, F32)
-    b = graph_edit.add_tensor(m, "b", [a_shape[p] for p in p2], F32)
+    a = tflite_graph.add_tensor(m, "a", a_shape, F32)
+    u = tflite_graph.add_tensor(m, "u", a_shape, F32)
+    b = tflite_graph.add_tensor(m, "b", [a_shape[p] for p in p2], F32)
     m.subgraphs[0].operators = [
-        graph_edit.transpose_op(m, x, a, p1),
-        graph_edit.make_op(m, "RELU", [a], [u]),
-        graph_edit.transpose_op(m, u, b, p2),
+        tflite_graph.transpose_op(m, x, a, p1),
+        tflite_graph.make_op(m, "RELU", [a], [u]),
+        tflite_graph.transpose_op(m, u, b, p2),
     ]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [x], [b]
     return m, {"x": x, "a": a, "u": u, "b": b}
@@ -83,15 +83,15 @@ def test_non_inverse_pair_stays() -> None:
 def test_pair_with_a_second_reader_keeps_the_first_transpose() -> None:
     """x ─T→ a ─T⁻¹→ b, and a is also a graph output: only the second transpose goes."""
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
-    a = graph_edit.add_tensor(m, "a", [1, 3, 4, 4], F32)
-    b = graph_edit.add_tensor(m, "b", [1, 4, 4, 3], F32)
-    y = graph_edit.add_tensor(m, "y", [1, 4, 4, 3], F32)
+    x = tflite_graph.add_tensor(m, "x", [1, 4, 4, 3], F32)
+    a = tflite_graph.add_tensor(m, "a", [1, 3, 4, 4], F32)
+    b = tflite_graph.add_tensor(m, "b", [1, 4, 4, 3], F32)
+    y = tflite_graph.add_tensor(m, "y", [1, 4, 4, 3], F32)
     sg = m.subgraphs[0]
     sg.operators = [
-        graph_edit.transpose_op(m, x, a, [0, 3, 1, 2]),
-        graph_edit.transpose_op(m, a, b, [0, 2, 3, 1]),
-        graph_edit.make_op(m, "RELU", [b], [y]),
+        tflite_graph.transpose_op(m, x, a, [0, 3, 1, 2]),
+        tflite_graph.transpose_op(m, a, b, [0, 2, 3, 1]),
+        tflite_graph.make_op(m, "RELU", [b], [y]),
     ]
     sg.inputs, sg.outputs = [x], [a, y]
     removed, _ = transposes.cancel_transposes(m)
@@ -105,18 +105,18 @@ def test_pair_with_a_second_reader_keeps_the_first_transpose() -> None:
 def _transpose_then_reduce(perm: list[int], axes: list[int], keep_dims: bool = False) -> Any:
     """x [1,4,4,3] ─T(perm)→ a ─MEAN(axes)→ y."""
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", [1, 4, 4, 3], F32)
+    x = tflite_graph.add_tensor(m, "x", [1, 4, 4, 3], F32)
     a_shape = [[1, 4, 4, 3][p] for p in perm]
-    a = graph_edit.add_tensor(m, "a", a_shape, F32)
+    a = tflite_graph.add_tensor(m, "a", a_shape, F32)
     y_shape = [1 if i in axes else d for i, d in enumerate(a_shape)]
     y_shape = y_shape if keep_dims else [d for i, d in enumerate(a_shape) if i not in axes]
-    y = graph_edit.add_tensor(m, "y", y_shape, F32)
-    ax = graph_edit.add_tensor(m, "axes", [len(axes)], np.dtype(np.int32), data=np.array(axes))
+    y = tflite_graph.add_tensor(m, "y", y_shape, F32)
+    ax = tflite_graph.add_tensor(m, "axes", [len(axes)], np.dtype(np.int32), data=np.array(axes))
     opts = tflite_io.schema().ReducerOptionsT()
     opts.keepDims = keep_dims
     m.subgraphs[0].operators = [
-        graph_edit.transpose_op(m, x, a, perm),
-        graph_edit.make_op(m, "MEAN", [a, ax], [y], options=("ReducerOptions", opts)),
+        tflite_graph.transpose_op(m, x, a, perm),
+        tflite_graph.make_op(m, "MEAN", [a, ax], [y], options=("ReducerOptions", opts)),
     ]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [x], [y]
     return m
@@ -126,7 +126,7 @@ def test_transpose_folds_into_global_mean() -> None:
     m = _transpose_then_reduce([0, 3, 1, 2], [2, 3])  # NHWC → NCHW, mean over H, W
     removed, _ = transposes.cancel_transposes(m)
     assert (removed, _ops(m)) == (1, ["MEAN"])
-    axes = graph_edit.const_array(m, int(m.subgraphs[0].operators[0].inputs[1]))
+    axes = tflite_graph.const_array(m, int(m.subgraphs[0].operators[0].inputs[1]))
     assert axes.tolist() == [1, 2]
     (y,) = _run(m, X)
     np.testing.assert_allclose(y, X.mean((1, 2)), rtol=0, atol=MEAN_ATOL)
@@ -150,9 +150,9 @@ def test_transpose_stays_before_other_reductions(perm, axes, keep_dims) -> None:
 def _nchw_relu() -> Any:
     """x [1,3,4,4] ─RELU→ y, channel-first I/O (what onnx2tf gives with shapes kept)."""
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", [1, 3, 4, 4], F32)
-    y = graph_edit.add_tensor(m, "y", [1, 3, 4, 4], F32)
-    m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
+    x = tflite_graph.add_tensor(m, "x", [1, 3, 4, 4], F32)
+    y = tflite_graph.add_tensor(m, "y", [1, 3, 4, 4], F32)
+    m.subgraphs[0].operators = [tflite_graph.make_op(m, "RELU", [x], [y])]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [x], [y]
     return m
 
@@ -176,9 +176,9 @@ def test_channel_last_io_then_cancel_leaves_only_the_relu() -> None:
 
 def test_channel_last_needs_rank_3() -> None:
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", [1, 3], F32)
-    y = graph_edit.add_tensor(m, "y", [1, 3], F32)
-    m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
+    x = tflite_graph.add_tensor(m, "x", [1, 3], F32)
+    y = tflite_graph.add_tensor(m, "y", [1, 3], F32)
+    m.subgraphs[0].operators = [tflite_graph.make_op(m, "RELU", [x], [y])]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [x], [y]
     with pytest.raises(LoweringError, match="rank 2"):
         layout.to_channel_last_io(m, ["x"], [])
@@ -187,15 +187,15 @@ def test_channel_last_needs_rank_3() -> None:
 def _two_in_two_out() -> Any:
     """Inputs (b [1,2], a [1,3]); outputs (sum_b = b + b, "tmp" = a·a); names out of order."""
     m = empty_model()
-    b = graph_edit.add_tensor(m, "b", [1, 2], F32)
-    a = graph_edit.add_tensor(m, "a", [1, 3], F32)
-    sb = graph_edit.add_tensor(m, "sum_b", [1, 2], F32)
-    sq = graph_edit.add_tensor(m, "tmp", [1, 3], F32)
+    b = tflite_graph.add_tensor(m, "b", [1, 2], F32)
+    a = tflite_graph.add_tensor(m, "a", [1, 3], F32)
+    sb = tflite_graph.add_tensor(m, "sum_b", [1, 2], F32)
+    sq = tflite_graph.add_tensor(m, "tmp", [1, 3], F32)
     add_opts = tflite_io.schema().AddOptionsT()
     mul_opts = tflite_io.schema().MulOptionsT()
     m.subgraphs[0].operators = [
-        graph_edit.make_op(m, "ADD", [b, b], [sb], options=("AddOptions", add_opts)),
-        graph_edit.make_op(m, "MUL", [a, a], [sq], options=("MulOptions", mul_opts)),
+        tflite_graph.make_op(m, "ADD", [b, b], [sb], options=("AddOptions", add_opts)),
+        tflite_graph.make_op(m, "MUL", [a, a], [sq], options=("MulOptions", mul_opts)),
     ]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [b, a], [sb, sq]
     return m

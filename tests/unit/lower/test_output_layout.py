@@ -13,7 +13,7 @@ from onnx import helper
 
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import LoweringError
-from bridge.lower import graph_edit, io_contract, layout, lower_float
+from bridge.lower import io_contract, layout, lower_float, tflite_graph
 from bridge.runtime import tflite_io
 from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
 from tests.unit.lower.tflite_models import empty_model
@@ -52,9 +52,9 @@ def test_output_perm_refuses_to_guess(got, want):
 def _relu_model(x_shape: list[int], y_shape: list[int]) -> Any:
     """x ─RELU→ y, with y declared as `y_shape` (what onnx2tf wrote)."""
     m = empty_model()
-    x = graph_edit.add_tensor(m, "x", x_shape, F32)
-    y = graph_edit.add_tensor(m, "y", y_shape, F32)
-    m.subgraphs[0].operators = [graph_edit.make_op(m, "RELU", [x], [y])]
+    x = tflite_graph.add_tensor(m, "x", x_shape, F32)
+    y = tflite_graph.add_tensor(m, "y", y_shape, F32)
+    m.subgraphs[0].operators = [tflite_graph.make_op(m, "RELU", [x], [y])]
     m.subgraphs[0].inputs, m.subgraphs[0].outputs = [x], [y]
     return m
 

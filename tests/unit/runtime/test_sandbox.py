@@ -18,7 +18,7 @@ import torch
 from bridge import cli
 from bridge.contract import IOContract, TensorSpec
 from bridge.errors import ModelLoadError, RuntimeCrashError
-from bridge.lower import graph_edit, integer
+from bridge.lower import integer, tflite_graph
 from bridge.runtime import sandbox, tflite_io
 from bridge.runtime.runners import LiteRTRunner
 from tests.unit.lower.tflite_models import empty_model
@@ -34,22 +34,22 @@ def _model(relus_before: int, *, crash: bool, at: str = "allocate") -> bytes:
     m = empty_model()
     if crash and at == "invoke":
         return _call_once_cycle(m, relus_before)
-    x = prev = graph_edit.add_tensor(m, "x", [1, 8], F32)
+    x = prev = tflite_graph.add_tensor(m, "x", [1, 8], F32)
     ops: list[Any] = []
     for i in range(relus_before):
-        out = graph_edit.add_tensor(m, f"r{i}", [1, 8], F32)
-        ops.append(graph_edit.make_op(m, "RELU", [prev], [out]))
+        out = tflite_graph.add_tensor(m, f"r{i}", [1, 8], F32)
+        ops.append(tflite_graph.make_op(m, "RELU", [prev], [out]))
         prev = out
-    b = graph_edit.add_tensor(m, "b", [1, 8], F32)
+    b = tflite_graph.add_tensor(m, "b", [1, 8], F32)
     if crash:
         opts = s.IfOptionsT()
         opts.thenSubgraphIndex = opts.elseSubgraphIndex = 0  # recurses into itself
-        cond = graph_edit.add_tensor(m, "cond", [], np.dtype(np.bool_), data=np.array(True))
-        ops.append(graph_edit.make_op(m, "IF", [cond, prev], [b], options=("IfOptions", opts)))
+        cond = tflite_graph.add_tensor(m, "cond", [], np.dtype(np.bool_), data=np.array(True))
+        ops.append(tflite_graph.make_op(m, "IF", [cond, prev], [b], options=("IfOptions", opts)))
     else:
-        ops.append(graph_edit.make_op(m, "RELU", [prev], [b]))
-    y = graph_edit.add_tensor(m, "y", [1, 8], F32)
-    ops.append(graph_edit.make_op(m, "RELU", [b], [y]))
+        ops.append(tflite_graph.make_op(m, "RELU", [prev], [b]))
+    y = tflite_graph.add_tensor(m, "y", [1, 8], F32)
+    ops.append(tflite_graph.make_op(m, "RELU", [b], [y]))
     m.subgraphs[0].operators, m.subgraphs[0].inputs, m.subgraphs[0].outputs = ops, [x], [y]
     return tflite_io.save(m)
 
@@ -62,20 +62,20 @@ def _call_once_cycle(m: Any, relus_before: int) -> bytes:
         opts = s.CallOnceOptionsT()
         opts.initSubgraphIndex = target
         sg.operators = [
-            graph_edit.make_op(m, "CALL_ONCE", [], [], options=("CallOnceOptions", opts))
+            tflite_graph.make_op(m, "CALL_ONCE", [], [], options=("CallOnceOptions", opts))
         ]
         m.subgraphs.append(sg)
-    x = prev = graph_edit.add_tensor(m, "x", [1, 8], F32)
+    x = prev = tflite_graph.add_tensor(m, "x", [1, 8], F32)
     ops: list[Any] = []
     for i in range(relus_before):
-        out = graph_edit.add_tensor(m, f"r{i}", [1, 8], F32)
-        ops.append(graph_edit.make_op(m, "RELU", [prev], [out]))
+        out = tflite_graph.add_tensor(m, f"r{i}", [1, 8], F32)
+        ops.append(tflite_graph.make_op(m, "RELU", [prev], [out]))
         prev = out
     opts = s.CallOnceOptionsT()
     opts.initSubgraphIndex = 1
-    ops.append(graph_edit.make_op(m, "CALL_ONCE", [], [], options=("CallOnceOptions", opts)))
-    y = graph_edit.add_tensor(m, "y", [1, 8], F32)
-    ops.append(graph_edit.make_op(m, "RELU", [prev], [y]))
+    ops.append(tflite_graph.make_op(m, "CALL_ONCE", [], [], options=("CallOnceOptions", opts)))
+    y = tflite_graph.add_tensor(m, "y", [1, 8], F32)
+    ops.append(tflite_graph.make_op(m, "RELU", [prev], [y]))
     m.subgraphs[0].operators, m.subgraphs[0].inputs, m.subgraphs[0].outputs = ops, [x], [y]
     return tflite_io.save(m)
 
