@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.contract import IOContract
-from bridge.lower.offline import no_network
+from bridge.lower.floating.offline import no_network
 
 
 def onnx2tf_direct(onnx_path: Path) -> tuple[dict[str, bytes | str], float]:

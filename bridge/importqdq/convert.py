@@ -21,7 +21,7 @@ from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.errors import ConfigError, ParityError
 from bridge.importqdq import gate, kept, kernel_rules, read
 from bridge.lower import lower
-from bridge.lower.int8_qdq import read_qdq
+from bridge.lower.integer.qdq import read_qdq
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ import onnx
 from onnx import numpy_helper
 
 from bridge.errors import QdqRuleError
-from bridge.lower.int8_assign import SCALE_RTOL
-from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.integer.assign import SCALE_RTOL
+from bridge.lower.integer.qdq import QdqModel
 from bridge.modes import MODES
 from bridge.qparams import QParams
 from bridge.quantize import rules

@@ -4,7 +4,7 @@ quantized tensor as the file stores it, and the facts bridge's own quantizer wou
 The facts (`quantization_facts`) have the shape of `facts["quantization"]` from
 `bridge.quantize.qdq`, so the lowering, the gate and the reports read an imported model like
 one of bridge's own. uint8 tensors are recorded as int8 with the zero point shifted by −128
-(the same real values, `bridge.lower.int8_qdq`); `stored_dtype` keeps what the file says.
+(the same real values, `bridge.lower.integer.qdq`); `stored_dtype` keeps what the file says.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import onnx
 
 from bridge.contract import IOContract, TensorSpec, guess_layout
 from bridge.errors import ModelLoadError
-from bridge.lower.int8_qdq import QdqModel
+from bridge.lower.integer.qdq import QdqModel
 from bridge.modes import MODES
 from bridge.qparams import QParams
 

@@ -1,7 +1,12 @@
 """Stage 4, lower: ONNX → TFLite. `lower(artifact, mode=..., nhwc=...)` dispatches by mode.
 
-Lowerings live in their own modules and register themselves in `bridge.lower.modes.MODES`:
-"fp32" (floating.py), "fp16" (fp16.py), "dynamic" (dynamic.py), "int8"/"int16x8" (integer.py).
+Two packages over one TFLite editor (`tflite_graph`):
+- `floating/`: ONNX → float32 .tflite with onnx2tf, then the rewrites that keep the I/O contract
+  (layout, transposes, recurrent layers, fused outputs); the "fp32" (`floating/__init__.py`)
+  and "fp16" (`floating/fp16.py`) modes.
+- `integer/`: the float .tflite rewritten with a QDQ model's scales; "int8"/"int16x8"
+  (`integer/__init__.py`) and "dynamic" (`integer/dynamic.py`, int8 weights only).
+Each mode registers itself in `bridge.lower.modes.MODES`.
 A `bridge.modes.Mode` names the lowering it uses (`Mode.lowering`, by default its own name).
 """
 

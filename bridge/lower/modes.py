@@ -26,9 +26,9 @@ MODES: Registry[LowerFn] = Registry("lowering mode")
 #: Modules that register modes, in registration order. Adding a mode: one file + one line here.
 MODE_MODULES: tuple[str, ...] = (
     "bridge.lower.floating",  # fp32
-    "bridge.lower.fp16",  # fp16
-    "bridge.lower.dynamic",  # dynamic
+    "bridge.lower.floating.fp16",  # fp16
     "bridge.lower.integer",  # int8, int16x8
+    "bridge.lower.integer.dynamic",  # dynamic (its package registers int8 first anyway)
 )
 
 

@@ -202,7 +202,7 @@ _RULES: tuple[OpRule, ...] = (
         "SELECT_V2 needs one scale for both branches, and masks often hold ±inf or huge fill "
         "values that would swamp it; kept float",
     ),
-    _float("Neg", "no int8 NEG kernel known to the lowering (bridge.lower.int8_kernels)"),
+    _float("Neg", "no int8 NEG kernel known to the lowering (bridge.lower.integer.kernels)"),
 )
 
 #: Softmax is shift-invariant per row: a value SOFTMAX_INPUT_SPAN below its row's maximum weighs
@@ -335,7 +335,7 @@ FUSED_PATTERNS: tuple[FusedPattern, ...] = (
         "FULLY_CONNECTED",
         "MatMul",
         "x·W + b with a constant 2-D W and a constant 1-D b is lowered to FULLY_CONNECTED "
-        "with per-channel int8 W and an int32 bias (bridge.lower.int8_linear), as TFLite's "
+        "with per-channel int8 W and an int32 bias (bridge.lower.integer.linear), as TFLite's "
         "converter writes a Linear layer: the product is not rounded before the bias",
     ),
 )

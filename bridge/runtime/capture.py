@@ -8,10 +8,10 @@ moved back to channel-first when the lowering made it channel-last.
 
 When a shape fits both readings (a [1, 8, 8, 8] tensor with 8 channels on 8×8), neither the
 shape nor a name found without the correspondence can tell the layout, and even a
-correspondence entry can be stale (an output `bridge.lower.output_order` transposed back after
-the correspondence was located). The reading that matches the reference runtime's value of the
-same ONNX tensor then decides (`layout_by_value`), as `bridge.lower.output_order` decides for
-outputs.
+correspondence entry can be stale (an output `bridge.lower.floating.output_order` transposed
+back after the correspondence was located). The reading that matches the reference runtime's
+value of the same ONNX tensor then decides (`layout_by_value`), as
+`bridge.lower.floating.output_order` decides for outputs.
 """
 
 from __future__ import annotations

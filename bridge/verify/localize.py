@@ -34,7 +34,7 @@ from onnx import numpy_helper
 from bridge.artifact import OnnxArtifact, TfliteArtifact
 from bridge.contract import IOContract
 from bridge.errors import ConfigError
-from bridge.lower.fp16 import FP16_MAX, MIN_ELEMENTS
+from bridge.lower.floating.fp16 import FP16_MAX, MIN_ELEMENTS
 from bridge.modes import MODES, Link
 from bridge.outdir import FILES
 from bridge.quantize import QuantConfig, quantize

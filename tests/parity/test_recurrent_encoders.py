@@ -4,7 +4,7 @@
 Before the `recurrent_last_state` pass and the stateless lowering, its fp32 conversion failed
 (1 layer: Gemm → CUSTOM ONNX_GEMM; 2 layers: h_n wrong at 12.9 dB; h_n returned directly: shape
 mismatch), and int8 failed parity at 2.4 dB or aborted in LiteRT (glibc double free).
-Integer modes keep the unrolled layer float (bridge/lower/int8_recurrent.py).
+Integer modes keep the unrolled layer float (bridge/lower/integer/recurrent.py).
 """
 
 from __future__ import annotations

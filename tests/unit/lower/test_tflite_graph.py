@@ -11,7 +11,7 @@ from bridge.lower.tflite_graph import quantization
 from bridge.runtime import tflite_io
 from bridge.runtime.metrics import sqnr_db
 from bridge.runtime.tolerances import FP32_MIN_SQNR_DB
-from tests.unit.lower.int8_builders import F32, add_op, new_graph, op_types, run
+from tests.unit.lower.graph_builders import F32, add_op, new_graph, op_types, run
 
 RNG = np.random.default_rng(0)
 W = RNG.standard_normal((3, 4)).astype(np.float32)

@@ -143,7 +143,7 @@ def test_onnx2tf_still_drops_the_relu(g) -> None:
     """Why the pass exists. When this fails, onnx2tf keeps the Relu itself: drop the pass."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from bridge.lower.onnx2tf_driver import run_onnx2tf
+    from bridge.lower.floating.onnx2tf_driver import run_onnx2tf
 
     model = _chain(g, _positive(g, 0), _positive(g, 1))
     x = g.rand(*SHAPE, seed=2) * 4

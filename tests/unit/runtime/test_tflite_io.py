@@ -8,7 +8,7 @@ import pytest
 
 from bridge.errors import ModelLoadError
 from bridge.runtime import tflite_io
-from tests.unit.lower.int8_builders import F32, add_op, new_graph
+from tests.unit.lower.graph_builders import F32, add_op, new_graph
 
 W = np.arange(12, dtype=np.float32).reshape(3, 4)
 

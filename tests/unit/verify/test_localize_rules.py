@@ -121,7 +121,7 @@ def test_lstm_state_is_reset_and_reported(tmp_path) -> None:
     from a carried state, the sequence outputs of samples 2.. differed at ~20 dB while the last
     step (the model's output) agreed. Each sample now starts from reset state, and the report
     says that a .tflite that carries state does. LSTMs are now lowered stateless
-    (bridge/lower/recurrent.py), so the note is checked on its own."""
+    (bridge/lower/floating/recurrent.py), so the note is checked on its own."""
     model, inputs = models.get("lstm_classifier")
     result = bridge.convert(
         model, inputs, tmp_path / "lstm", **models.convert_options("lstm_classifier")
