@@ -67,7 +67,7 @@ def test_random_states_survive_lowering(seq_art: OnnxArtifact) -> None:
 def test_temporary_folder_is_removed(monkeypatch, tmp_path, seq_art: OnnxArtifact) -> None:
     import tempfile
 
-    from bridge.lower import onnx2tf_driver
+    from bridge.lower.floating import onnx2tf_driver
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = onnx2tf_driver.run_onnx2tf(seq_art.model, keep_shape_inputs=["x"])
