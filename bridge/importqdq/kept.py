@@ -108,13 +108,12 @@ def _best_ratio(scales: np.ndarray, consts: list[np.ndarray], *, whole: bool) ->
     """1 if `scales` equal some constant's scales, float32 for float32; for biases (`whole`)
     also k when that constant's scales are k × these (its values lie on this finer grid)."""
     mine = np.asarray(scales, np.float64)
-    for c in consts:
-        if c.shape != mine.shape:
-            continue
-        if np.all(c.astype(np.float32) == mine.astype(np.float32)):
-            return 1
+    same = [c for c in consts if c.shape == mine.shape]
+    if any(np.all(c.astype(np.float32) == mine.astype(np.float32)) for c in same):
+        return 1  # an exact match wins over a multiple met earlier (a weight's s_w = k·s_in·s_w)
+    for c in same if whole else []:
         k = c / mine
-        if whole and np.all(k >= 1) and np.all(np.abs(k - np.round(k)) <= 1e-5 * k):
+        if np.all(k >= 1) and np.all(np.abs(k - np.round(k)) <= 1e-5 * k):
             return round(float(np.max(k)))
     return None
 
